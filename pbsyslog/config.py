@@ -1,0 +1,251 @@
+"""Configuration: one frozen ``Config`` built from a TOML mapping.
+
+Contract: ``Config.from_mapping(raw)`` is pure and validates everything a
+running service would trip over later (types, ranges, address literals,
+unknown keys), raising ``ConfigError`` with the offending key named.
+``load(path)`` is the only function here that touches a file.  Nothing in
+this module binds a port or opens the map: a bad config must stop the
+process before that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+PROTOCOLS = ("udp", "tcp")
+
+
+class ConfigError(ValueError):
+    """The configuration (file or options) is not usable; the message says why."""
+
+
+@attrs.frozen
+class Listener:
+    """One socket to listen on for forwarded syslog."""
+
+    protocol: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol} {host}:{self.port}"
+
+
+DEFAULT_LISTENERS = (
+    Listener("udp", "127.0.0.1", 5514),
+    Listener("tcp", "127.0.0.1", 5514),
+)
+
+
+@attrs.frozen
+class Config:
+    """Everything the service needs to run, validated."""
+
+    grace: float = 1800.0
+    expire_interval: float = 10.0
+    dbfile: str = "var/pop-before-smtp"
+    map_value: str = "OK"
+    patterns: tuple[str, ...] | str = "all"
+    extra_patterns: tuple[Mapping[str, Any], ...] = ()
+    authorise_loopback: bool = False
+    max_frame: int = 65536
+    listen: tuple[Listener, ...] = DEFAULT_LISTENERS
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Config:
+        """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
+        known = {
+            "grace", "expire_interval", "dbfile", "map_value", "patterns",
+            "pattern", "authorise_loopback", "max_frame", "listen",
+        }
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        kwargs: dict[str, Any] = {}
+        if "grace" in raw:
+            kwargs["grace"] = _seconds(raw["grace"], "grace")
+        if "expire_interval" in raw:
+            kwargs["expire_interval"] = _seconds(raw["expire_interval"], "expire_interval")
+        if "dbfile" in raw:
+            kwargs["dbfile"] = _dbfile(raw["dbfile"], "dbfile")
+        if "map_value" in raw:
+            kwargs["map_value"] = _map_value(raw["map_value"])
+        if "patterns" in raw:
+            kwargs["patterns"] = _patterns(raw["patterns"])
+        if "pattern" in raw:
+            kwargs["extra_patterns"] = _extra_patterns(raw["pattern"])
+        if "authorise_loopback" in raw:
+            kwargs["authorise_loopback"] = _bool(raw["authorise_loopback"], "authorise_loopback")
+        if "max_frame" in raw:
+            kwargs["max_frame"] = _int(raw["max_frame"], "max_frame", 480, 16 * 1024 * 1024)
+        if "listen" in raw:
+            kwargs["listen"] = _listeners(raw["listen"])
+        return cls(**kwargs).checked()
+
+    def override(
+        self,
+        *,
+        grace: str | float | None = None,
+        dbfile: str | None = None,
+        listen: Sequence[Listener] = (),
+    ) -> Config:
+        """Return a copy with command-line overrides applied, checked like the file's values."""
+        changes: dict[str, Any] = {}
+        if grace is not None:
+            if isinstance(grace, str):
+                try:
+                    grace = float(grace)
+                except ValueError:
+                    raise ConfigError(f"--grace: expected seconds, got {grace!r}") from None
+            changes["grace"] = _seconds(grace, "--grace")
+        if dbfile is not None:
+            changes["dbfile"] = _dbfile(dbfile, "--dbfile")
+        if listen:
+            changes["listen"] = tuple(listen)
+        return attrs.evolve(self, **changes).checked()
+
+    def checked(self) -> Config:
+        """Check rules that tie several settings together; return self."""
+        if self.expire_interval >= self.grace:
+            raise ConfigError(
+                f"expire_interval ({self.expire_interval:g} s) must be below "
+                f"grace ({self.grace:g} s)"
+            )
+        if not self.listen:
+            raise ConfigError("listen: at least one listener is needed")
+        seen: set[tuple[str, str, int]] = set()
+        for listener in self.listen:
+            key = (listener.protocol, listener.host, listener.port)
+            if key in seen and listener.port != 0:
+                raise ConfigError(f"listen: {listener} is given twice")
+            seen.add(key)
+        return self
+
+
+def load(path: str) -> Config:
+    """Read and validate a TOML config file."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    try:
+        return Config.from_mapping(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def parse_hostport(text: str, protocol: str) -> Listener:
+    """Parse ``HOST:PORT`` or ``[V6]:PORT`` from the command line into a Listener."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--{protocol} {text!r}: expected HOST:PORT or [IPV6]:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"--{protocol} {text!r}: write IPv6 addresses as [ADDR]:PORT")
+    return _listener({"protocol": protocol, "host": host, "port": _port_text(port, text, protocol)}, f"--{protocol}")
+
+
+def _port_text(port: str, text: str, protocol: str) -> int:
+    if not port.isdigit():
+        raise ConfigError(f"--{protocol} {text!r}: port must be a number")
+    return int(port)
+
+
+def _seconds(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _dbfile(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a path (without .db), got {value!r}")
+    if value.endswith(".db"):
+        raise ConfigError(f"{key}: give the path without '.db' (Postfix adds it): {value!r}")
+    if "\0" in value:
+        raise ConfigError(f"{key}: path contains a NUL byte")
+    return value
+
+
+def _map_value(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"map_value: expected a non-empty string, got {value!r}")
+    if any(c in value for c in "\0\r\n"):
+        raise ConfigError("map_value: must not contain NUL or line breaks")
+    return value
+
+
+def _patterns(value: Any) -> tuple[str, ...] | str:
+    if value == "all":
+        return "all"
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f'patterns: expected "all" or a list of names, got {value!r}')
+    names = []
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"patterns: expected pattern names, got {name!r}")
+        names.append(name)
+    if not names:
+        raise ConfigError("patterns: the list is empty; nothing would ever authorise")
+    return tuple(names)
+
+
+def _extra_patterns(value: Any) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise ConfigError("pattern: expected [[pattern]] tables")
+    return tuple(value)
+
+
+def _listeners(value: Any) -> tuple[Listener, ...]:
+    if not isinstance(value, list):
+        raise ConfigError("listen: expected [[listen]] tables")
+    return tuple(_listener(item, f"listen[{i}]") for i, item in enumerate(value))
+
+
+def _listener(item: Any, where: str) -> Listener:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: expected a table with protocol, host, port")
+    unknown = sorted(set(item) - {"protocol", "host", "port"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: host, port, protocol)")
+    protocol = item.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    host = item.get("host", "127.0.0.1")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{where}.host: expected an IPv4 or IPv6 address literal, got {host!r}") from None
+    if "port" not in item:
+        raise ConfigError(f"{where}.port: missing")
+    port = _int(item["port"], f"{where}.port", 0, 65535)
+    return Listener(protocol, str(address), port)

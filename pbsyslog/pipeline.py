@@ -1,0 +1,72 @@
+"""Pipeline: one frame -> syslog message -> pattern -> policy -> tracker.
+
+Contract: pure; takes ``now`` as an argument and does no I/O.  Bad input is
+counted and dropped, never raised: a frame that is not syslog, a line that
+matches no pattern, a login for an address that may never relay.  The
+caller (``service.py``) turns the returned additions into map writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from pbsyslog.patterns import PatternTable
+from pbsyslog.syslog import MalformedMessage, parse
+from pbsyslog.tracker import Tracker
+
+
+@attrs.define
+class Counters:
+    """What the pipeline has seen since start-up."""
+
+    frames: int = 0
+    malformed: int = 0
+    logins: int = 0
+    failures: int = 0
+    refused: int = 0
+
+
+def may_relay(ip: str, authorise_loopback: bool) -> bool:
+    """Say whether a login from ``ip`` may authorise relaying at all."""
+    address = ipaddress.ip_address(ip)
+    if address.is_unspecified or address.is_multicast:
+        return False
+    if address.is_loopback:
+        return authorise_loopback
+    return True
+
+
+class Pipeline:
+    """Feeds frames through parsing and matching into the tracker."""
+
+    def __init__(self, table: PatternTable, tracker: Tracker, authorise_loopback: bool = False) -> None:
+        self.table = table
+        self.tracker = tracker
+        self.authorise_loopback = authorise_loopback
+        self.counters = Counters()
+
+    def feed(self, frame: bytes, now: float) -> tuple[str, str] | None:
+        """Handle one frame; return (ip, pattern) when it newly authorises an IP."""
+        counters = self.counters
+        counters.frames += 1
+        try:
+            message = parse(frame)
+        except MalformedMessage:
+            counters.malformed += 1
+            return None
+        event = self.table.match(message)
+        if event is None:
+            return None
+        if event.kind != "login":
+            if event.kind == "fail":
+                counters.failures += 1
+            return None
+        counters.logins += 1
+        if not may_relay(event.ip, self.authorise_loopback):
+            counters.refused += 1
+            return None
+        if self.tracker.login(event.ip, now):
+            return event.ip, event.pattern
+        return None

@@ -1,0 +1,136 @@
+"""Service: wiring of listeners, pipeline, tracker, map and expiry clock.
+
+Contract: the only module that reads the clock (``reactor.seconds()``) and
+owns the expiry ``LoopingCall``.  Additions that arrive during one reactor
+turn are committed to the map as one batch on the next turn; removals are
+committed by the expiry tick.  Nothing here raises into the reactor: a
+failed map write is logged and the map is healed from the tracker's state
+on the next tick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from pbsyslog.config import Config
+from pbsyslog.mapfile import MapFile
+from pbsyslog.patterns import load_table
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.protocol import MAX_DATAGRAM, SyslogDatagramProtocol, SyslogStreamFactory
+from pbsyslog.tracker import Tracker
+
+log = Logger(namespace="pbsyslog")
+
+
+class PbsyslogService(Service):
+    """Listens for syslog, keeps the tracker, and mirrors it into the map."""
+
+    def __init__(self, config: Config, reactor: Any, pipeline: Pipeline) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.pipeline = pipeline
+        self.tracker = pipeline.tracker
+        self.map: MapFile | None = None
+        self.ports: list[Any] = []
+        self._pending: dict[str, str] = {}
+        self._flush_call: Any = None
+        self._dirty = False
+        self._expiry = LoopingCall(self.tick)
+        self._expiry.clock = reactor
+
+    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        # Open (create) the map before any port is bound: an smtpd that finds
+        # no map file answers 451 until it exits.
+        self.map = MapFile(self.config.dbfile, self.config.map_value)
+        _, stale = self.map.replace_all(self.tracker.ips())
+        for ip in sorted(stale):
+            log.info("removed {ip} from map (stale at start-up)", ip=ip)
+        for listener in self.config.listen:
+            self.ports.append(self._listen(listener))
+        self._expiry.start(self.config.expire_interval, now=False)
+        super().startService()
+        log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
+
+    def stopService(self) -> Any:  # noqa: N802
+        super().stopService()
+        if self._expiry.running:
+            self._expiry.stop()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+            self.flush()
+        ports, self.ports = self.ports, []
+        for port in ports:
+            port.stopListening()
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+
+    def _listen(self, listener: Any) -> Any:
+        if listener.protocol == "udp":
+            port = self.reactor.listenUDP(
+                listener.port, SyslogDatagramProtocol(self.receive),
+                interface=listener.host, maxPacketSize=MAX_DATAGRAM,
+            )
+        else:
+            port = self.reactor.listenTCP(
+                listener.port, SyslogStreamFactory(self.receive, self.config.max_frame),
+                interface=listener.host,
+            )
+        bound = port.getHost()
+        host = f"[{bound.host}]" if ":" in bound.host else bound.host
+        log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
+        return port
+
+    def receive(self, frame: bytes, peer: str) -> None:
+        """Handle one frame from ``peer``; schedule a map commit if it authorised an IP."""
+        added = self.pipeline.feed(frame, self.reactor.seconds())
+        if added is None:
+            return
+        ip, pattern = added
+        self._pending[ip] = pattern
+        if self._flush_call is None or not self._flush_call.active():
+            self._flush_call = self.reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Commit the additions collected since the last flush as one batch."""
+        pending, self._pending = self._pending, {}
+        adds = {ip: pattern for ip, pattern in pending.items() if ip in self.tracker}
+        if not adds or self.map is None:
+            return
+        try:
+            self.map.apply(add=adds)
+        except Exception:
+            self._dirty = True
+            log.failure("map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
+            return
+        for ip, pattern in adds.items():
+            log.info("added {ip} to map ({pattern})", ip=ip, pattern=pattern)
+
+    def tick(self) -> None:
+        """Expire what is due and heal the map after a failed write; never raises."""
+        try:
+            removed = self.tracker.expire(self.reactor.seconds())
+            if self.map is None:
+                return
+            if self._dirty:
+                added, gone = self.map.replace_all(self.tracker.ips())
+                self._dirty = False
+                log.info("map rebuilt from memory: {a} added, {r} removed", a=len(added), r=len(gone))
+            elif removed:
+                self.map.apply(remove=removed)
+            for ip in removed:
+                log.info("removed {ip} from map (expired)", ip=ip)
+        except Exception:
+            self._dirty = True
+            log.failure("expiry tick failed; will rebuild the map on the next tick")
+
+
+def build(config: Config, reactor: Any) -> PbsyslogService:
+    """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts)."""
+    table = load_table(config.patterns, extra=config.extra_patterns)
+    pipeline = Pipeline(table, Tracker(config.grace), config.authorise_loopback)
+    return PbsyslogService(config, reactor, pipeline)

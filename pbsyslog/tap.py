@@ -1,0 +1,65 @@
+"""twistd glue: command-line options and ``makeService``.
+
+Contract: options are validated in ``postOptions`` (config file, overrides,
+pattern table), so a bad setting prints a clear usage error and twistd exits
+non-zero before any port is bound.  The global reactor is imported only in
+``makeService``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import usage
+
+from pbsyslog.config import Config, ConfigError, load, parse_hostport
+from pbsyslog.patterns import PatternError, load_table
+
+
+class Options(usage.Options):
+    """``twistd pbsyslog`` options; each overrides the config file."""
+
+    synopsis = "[--config FILE] [--udp HOST:PORT]... [--tcp HOST:PORT]... [--dbfile PATH] [--grace SECONDS]"
+
+    optParameters = [
+        ["config", "c", None, "TOML config file (default: built-in defaults)"],
+        ["dbfile", None, None, "map path without .db (Postfix: hash:PATH)"],
+        ["grace", None, None, "seconds a client may relay after its last login"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["udp"] = []
+        self["tcp"] = []
+        self.config: Config | None = None
+
+    def opt_udp(self, value: str) -> None:
+        """Listen for syslog on UDP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
+        self["udp"].append(value)
+
+    def opt_tcp(self, value: str) -> None:
+        """Listen for syslog on TCP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
+        self["tcp"].append(value)
+
+    def postOptions(self) -> None:  # noqa: N802 (Twisted's name)
+        try:
+            self.config = self._build_config()
+            load_table(self.config.patterns, extra=self.config.extra_patterns)
+        except (ConfigError, PatternError) as e:
+            raise usage.UsageError(str(e)) from None
+
+    def _build_config(self) -> Config:
+        config = load(self["config"]) if self["config"] else Config()
+        listeners = [parse_hostport(v, "udp") for v in self["udp"]]
+        listeners += [parse_hostport(v, "tcp") for v in self["tcp"]]
+        return config.override(grace=self["grace"], dbfile=self["dbfile"], listen=listeners)
+
+
+def makeService(options: Options) -> Any:  # noqa: N802
+    """Build the service on the global reactor."""
+    from twisted.internet import reactor
+
+    from pbsyslog.service import build
+
+    assert options.config is not None
+    return build(options.config, reactor)
