@@ -1,0 +1,50 @@
+"""Tracker: grace, refresh and expiry, driven by explicit times."""
+
+from pbsyslog.tracker import Tracker
+
+
+def test_login_authorises_until_grace_runs_out() -> None:
+    """A login makes the IP present until now + grace, and expire removes it then."""
+    t = Tracker(grace=30)
+    assert t.login("192.0.2.1", now=100) is True
+    assert "192.0.2.1" in t
+    assert t.expire(129.9) == []
+    assert t.expire(130) == ["192.0.2.1"]
+    assert "192.0.2.1" not in t and len(t) == 0
+
+
+def test_new_login_refreshes_deadline() -> None:
+    """A second login moves the deadline and is not reported as new."""
+    t = Tracker(grace=30)
+    t.login("192.0.2.1", now=100)
+    assert t.login("192.0.2.1", now=120) is False
+    assert t.deadline("192.0.2.1") == 150
+    assert t.expire(140) == []
+    assert t.expire(150) == ["192.0.2.1"]
+
+
+def test_clock_stepping_back_does_not_shorten() -> None:
+    """A login with an earlier receive time keeps the later deadline."""
+    t = Tracker(grace=30)
+    t.login("192.0.2.1", now=100)
+    t.login("192.0.2.1", now=50)
+    assert t.deadline("192.0.2.1") == 130
+
+
+def test_expire_only_what_is_due() -> None:
+    """Expiry removes exactly the IPs whose deadlines passed, in deadline order."""
+    t = Tracker(grace=10)
+    for i in range(100):
+        t.login(f"192.0.2.{i}", now=i)
+    assert t.expire(14.5) == [f"192.0.2.{i}" for i in range(5)]
+    assert len(t) == 95
+
+
+def test_many_refreshes_keep_heap_bounded() -> None:
+    """Refreshing one IP many times does not grow internal state without bound."""
+    t = Tracker(grace=10)
+    for i in range(10_000):
+        t.login("192.0.2.1", now=i)
+    assert len(t._heap) <= 2 * len(t) + 1025
+    assert t.expire(10_008) == []
+    assert t.expire(10_009) == ["192.0.2.1"]
