@@ -1,0 +1,201 @@
+"""Service wiring: frames in, batched map commits, expiry on the reactor clock."""
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from pbsyslog.config import Config, Listener
+from pbsyslog.mapfile import MapFile
+from pbsyslog.protocol import MAX_DATAGRAM
+from pbsyslog.service import build
+from pbsyslog.tap import Options
+
+LOGIN = (
+    b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+    b"rip=%s, lip=192.0.2.1, mpid=1, session=<x>"
+)
+FAILED = (
+    b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "
+    b"user=<alice>, method=PLAIN, rip=%s, lip=192.0.2.1, session=<y>"
+)
+
+
+@attrs.define
+class FakeUDPPort:
+    """What listenUDP returns, enough for the service."""
+
+    port: int
+    interface: str
+    stopped: bool = False
+
+    def getHost(self) -> IPv4Address:  # noqa: N802
+        return IPv4Address("UDP", self.interface, self.port)
+
+    def stopListening(self) -> None:  # noqa: N802
+        self.stopped = True
+
+
+class Reactor(MemoryReactorClock):
+    """MemoryReactorClock plus listenUDP, which Twisted's fake lacks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp: list[tuple[int, Any, str, int]] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:  # noqa: N802
+        self.udp.append((port, protocol, interface, maxPacketSize))
+        return FakeUDPPort(port, interface)
+
+
+def start(tmp_path: Path, **settings: Any) -> tuple[Any, Reactor]:
+    """Build and start a service on a fake reactor with a real map file in tmp_path."""
+    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, **settings}
+    reactor = Reactor()
+    service = build(Config.from_mapping(raw), reactor)
+    service.startService()
+    return service, reactor
+
+
+def map_keys(tmp_path: Path) -> set[str]:
+    """Read the map's keys from a separate handle, as another process would."""
+    m = MapFile(str(tmp_path / "map"))
+    try:
+        return m.keys()
+    finally:
+        m.close()
+
+
+def test_start_binds_configured_listeners(tmp_path: Path) -> None:
+    """Every configured listener is bound, UDP with a 64 KiB datagram size."""
+    service, reactor = start(tmp_path)
+    assert [(p, i, size) for p, _, i, size in reactor.udp] == [(5514, "127.0.0.1", MAX_DATAGRAM)]
+    assert [(p, i) for p, _, _, i in reactor.tcpServers] == [(5514, "127.0.0.1")]
+    assert (tmp_path / "map.db").exists()
+    service.stopService()
+
+
+def test_login_reaches_map_in_next_turn_and_expires(tmp_path: Path) -> None:
+    """A login is committed on the next reactor turn and removed at the first tick after the grace."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"192.0.2.10", "127.0.0.1")
+    assert map_keys(tmp_path) == set()
+    reactor.advance(0)
+    assert map_keys(tmp_path) == {"192.0.2.10"}
+    reactor.advance(55)
+    assert map_keys(tmp_path) == {"192.0.2.10"}
+    reactor.advance(5)
+    assert map_keys(tmp_path) == set()
+    service.stopService()
+
+
+def test_changes_of_one_turn_are_one_commit(tmp_path: Path) -> None:
+    """Logins received in one reactor turn are written with a single map commit."""
+    service, reactor = start(tmp_path)
+    commits = []
+    original = service.map.apply
+    service.map.apply = lambda **kw: (commits.append(kw), original(**kw))[1]
+    for i in range(20):
+        service.receive(LOGIN % b"192.0.2.%d" % i, "127.0.0.1")
+    reactor.advance(0)
+    assert len(commits) == 1
+    assert map_keys(tmp_path) == {f"192.0.2.{i}" for i in range(20)}
+    service.stopService()
+
+
+def test_failed_login_and_garbage_add_nothing(tmp_path: Path) -> None:
+    """A failed login, a non-syslog frame and an unknown program never reach the map."""
+    service, reactor = start(tmp_path)
+    service.receive(FAILED % b"192.0.2.11", "127.0.0.1")
+    service.receive(b"<999>garbage", "127.0.0.1")
+    service.receive(b"<22>Nov 29 14:22:55 vm sshd[1]: Accepted password for a from 192.0.2.12 port 1", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == set()
+    assert service.pipeline.counters.malformed == 1
+    service.stopService()
+
+
+def test_loopback_clients_need_the_setting(tmp_path: Path) -> None:
+    """A login from 127.0.0.5 is refused by default and accepted with authorise_loopback."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"127.0.0.5", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == set()
+    assert service.pipeline.counters.refused == 1
+    service.stopService()
+    service, reactor = start(tmp_path, authorise_loopback=True)
+    service.receive(LOGIN % b"127.0.0.5", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == {"127.0.0.5"}
+    service.stopService()
+
+
+def test_stale_entries_removed_at_start(tmp_path: Path) -> None:
+    """Entries left from an earlier run, which nobody tracks, are removed at start-up."""
+    m = MapFile(str(tmp_path / "map"))
+    m.apply(add=["192.0.2.99"])
+    m.close()
+    service, _ = start(tmp_path)
+    assert map_keys(tmp_path) == set()
+    service.stopService()
+
+
+def test_failed_write_is_healed_on_next_tick(tmp_path: Path) -> None:
+    """When a commit raises, the next expiry tick rebuilds the map from the tracker."""
+    service, reactor = start(tmp_path)
+    original = service.map.apply
+    calls = []
+
+    def broken(**kw: Any) -> None:
+        calls.append(kw)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        original(**kw)
+
+    service.map.apply = broken
+    service.receive(LOGIN % b"192.0.2.20", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == set()
+    reactor.advance(5)
+    assert map_keys(tmp_path) == {"192.0.2.20"}
+    service.stopService()
+
+
+def test_tick_survives_errors(tmp_path: Path) -> None:
+    """An exception inside the expiry tick does not stop the LoopingCall."""
+    service, reactor = start(tmp_path)
+    service.tracker.expire = lambda now: 1 / 0
+    reactor.advance(5)
+    reactor.advance(5)
+    assert service._expiry.running
+    service.stopService()
+
+
+def test_options_override_file(tmp_path: Path) -> None:
+    """--udp/--tcp replace the file's listeners; --dbfile and --grace override."""
+    o = Options()
+    o.parseOptions(["--udp", "[::1]:1514", "--tcp", "127.0.0.2:1515", "--dbfile", str(tmp_path / "m"), "--grace", "120"])
+    assert o.config.listen == (Listener("udp", "::1", 1514), Listener("tcp", "127.0.0.2", 1515))
+    assert (o.config.dbfile, o.config.grace) == (str(tmp_path / "m"), 120.0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--grace", "x"], ["--udp", "nowhere"], ["--config", "/nonexistent.toml"], ["--grace", "5"]],
+)
+def test_bad_options_are_usage_errors(argv: list[str]) -> None:
+    """Bad options or config raise UsageError (twistd prints it and exits non-zero)."""
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(argv)
+
+
+def test_unknown_pattern_name_is_usage_error(tmp_path: Path) -> None:
+    """A config enabling a pattern that does not exist fails before start-up."""
+    conf = tmp_path / "c.toml"
+    conf.write_text('patterns = ["no-such-daemon"]\n')
+    with pytest.raises(usage.UsageError, match="no-such-daemon"):
+        Options().parseOptions(["--config", str(conf)])
