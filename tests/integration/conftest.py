@@ -1,0 +1,83 @@
+"""Fixtures that start real daemons for the pbsyslog integration tests.
+
+Each fixture is a module-scoped factory: a test module calls it to start as
+many instances as it needs (each with its own directory and free ports), and
+everything it started is stopped when the module ends. The daemons
+themselves live in harness.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+
+from harness import (
+    Dovecot,
+    DovecotFactory,
+    PbsyslogFactory,
+    PbsyslogService,
+    Rsyslog,
+    RsyslogFactory,
+)
+
+
+@pytest.fixture(scope="module")
+def pbsyslog_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbsyslogFactory]:
+    """Factory: ``pbsyslog_service(overrides, extra_args)`` starts twistd pbsyslog and waits for 'pbsyslog ready'.
+
+    At the end of the module every service is stopped, and the module fails
+    if any of them logged a traceback: bad input must be dropped, not raised
+    into the reactor.
+    """
+    started: list[PbsyslogService] = []
+
+    def start(
+        overrides: Mapping[str, object] | None = None, extra_args: Sequence[str] = ()
+    ) -> PbsyslogService:
+        service = PbsyslogService(tmp_path_factory.mktemp("pbsyslog"), overrides, extra_args)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+    broken = [service for service in started if service.tracebacks()]
+    if broken:
+        pytest.fail(
+            "pbsyslog logged a traceback:\n" + "\n".join(s.describe() for s in broken),
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RsyslogFactory]:
+    """Factory: ``rsyslog(port, transport, template)`` starts a private rsyslogd forwarding mail.* to 127.0.0.1:port."""
+    started: list[Rsyslog] = []
+
+    def start(
+        port: int, transport: str = "udp", template: str = "RSYSLOG_TraditionalForwardFormat"
+    ) -> Rsyslog:
+        daemon = Rsyslog(tmp_path_factory.mktemp("rsyslog"), port, transport, template)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def dovecot() -> Iterator[DovecotFactory]:
+    """Factory: ``dovecot(rsyslog)`` starts a private Dovecot whose /dev/log is that rsyslog's socket."""
+    started: list[Dovecot] = []
+
+    def start(syslog: Rsyslog) -> Dovecot:
+        daemon = Dovecot(syslog.socket_path, syslog.wait_for_log)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+

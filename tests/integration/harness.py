@@ -1,0 +1,623 @@
+"""Real daemons and clients for the pbsyslog integration tests.
+
+What this does: starts and stops the real programs the service meets in
+production (pbsyslog under twistd, rsyslogd, Dovecot), and drives the real
+clients (POP3, IMAP, util-linux logger, Postfix's postmap), on loopback only.
+
+What it must not do: touch any system-wide instance, configuration or port
+(every daemon gets its own config, state directories and free ports), or skip
+anything: a missing program is a failure with a message that names it.
+
+How it fails: every wait has a deadline; when one passes, the failure message
+carries what the daemon printed, so a broken set-up explains itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import imaplib
+import json
+import os
+import poplib
+import pwd
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+HERE = Path(__file__).resolve().parent
+LOOPBACK_V4 = "127.0.0.1"
+LOOPBACK_V6 = "::1"
+
+# Where Debian puts the programs; found by absolute path so that a missing
+# package fails with its name instead of a vague "not found".
+RSYSLOGD = "/usr/sbin/rsyslogd"
+DOVECOT = "/usr/sbin/dovecot"
+POSTMAP = "/usr/sbin/postmap"
+LOGGER = "/usr/bin/logger"
+UNSHARE = "/usr/bin/unshare"
+
+USER = "alice"
+PASSWORD = "correct horse battery staple"
+WRONG_PASSWORD = "Tr0ub4dor&3"
+
+# Every test address lives in 127.0.0.0/8 or is ::1: never anything else.
+READY_TIMEOUT = 15.0
+POLL_INTERVAL = 0.02
+
+
+def require_program(path: str, package: str) -> str:
+    """Return ``path`` if it is executable, otherwise fail naming the package."""
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{path} is missing: install the Debian package {package!r} "
+            "(make deps-test) -- the integration tests need the real program",
+            pytrace=False,
+        )
+    return path
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, interval: float = POLL_INTERVAL) -> T:
+    """Call ``predicate`` until it returns something truthy or ``timeout`` passes.
+
+    Returns the last value, so ``assert wait_for(...)`` fails when time ran out.
+    Polling with a deadline, not sleeping a guessed time: the fast path is fast.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def free_port(kind: int, hosts: Sequence[str] = (LOOPBACK_V4,)) -> int:
+    """Return a port that was free for ``kind`` (SOCK_DGRAM/SOCK_STREAM) on all ``hosts``.
+
+    Racy by nature (someone may take it before the daemon binds it); good
+    enough on a test machine, and a collision fails loudly at bind time.
+    """
+    for _ in range(50):
+        port = 0
+        try:
+            for host in hosts:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family, kind) as sock:
+                    sock.bind((host, port))
+                    port = int(sock.getsockname()[1])
+        except OSError:
+            continue
+        return port
+    pytest.fail(f"no port free on all of {hosts}", pytrace=False)
+
+
+def fill_template(name: str, values: Mapping[str, object]) -> str:
+    """Fill the ``$placeholders`` of the config template ``name`` next to this file."""
+    text = (HERE / name).read_text()
+    return string.Template(text).substitute({k: str(v) for k, v in values.items()})
+
+
+class OutputCollector:
+    """Collect a child's combined stdout/stderr in a thread, for waiting and for failure messages."""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            with self._lock:
+                self._lines.append(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._lines)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM ``proc``, and SIGKILL it if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def describe_output(title: str, text: str) -> str:
+    """Format a daemon's output for a failure message."""
+    return f"--- {title} ---\n{text.rstrip() or '(no output)'}\n--- end of {title} ---"
+
+
+# --------------------------------------------------------------------------
+# Configuration files
+
+def toml_value(value: object) -> str:
+    """Render one TOML value (str, bool, int, float or a list of those)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes are valid TOML basic-string escapes.
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def render_toml(config: Mapping[str, object]) -> str:
+    """Render pbsyslog's flat config, with ``listen`` as an array of tables."""
+    lines = []
+    tables: list[tuple[str, Sequence[Mapping[str, object]]]] = []
+    for key, value in config.items():
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+            tables.append((key, value))  # type: ignore[arg-type]
+        else:
+            lines.append(f"{key} = {toml_value(value)}")
+    for key, rows in tables:
+        for row in rows:
+            lines.append("")
+            lines.append(f"[[{key}]]")
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in row.items())
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# pbsyslog
+
+def twistd_path() -> Path:
+    """Return the twistd of the venv pytest runs from, failing clearly if it is absent."""
+    path = Path(sys.executable).parent / "twistd"
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{path} is missing: run the integration tests with the project's venv "
+            "(make venv; .venv/bin/python -m pytest tests/integration)",
+            pytrace=False,
+        )
+    return path
+
+
+class PbsyslogService:
+    """A running ``twistd --nodaemon pbsyslog --config FILE`` with its ports and map."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        overrides: Mapping[str, object] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.workdir = workdir
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port(socket.SOCK_STREAM)
+        config: dict[str, object] = {
+            "grace": 1800,
+            "expire_interval": 10,
+            "dbfile": str(workdir / "pop-before-smtp"),
+            "map_value": "OK",
+            "patterns": ["dovecot", "uw-imap", "courier"],
+            # Every client in these tests is on loopback.
+            "authorise_loopback": True,
+            "listen": [
+                {"protocol": "udp", "host": LOOPBACK_V4, "port": self.udp_port},
+                {"protocol": "tcp", "host": LOOPBACK_V4, "port": self.tcp_port},
+            ],
+        }
+        config.update(overrides or {})
+        self.config = config
+        self.dbfile = Path(str(config["dbfile"]))
+        self.config_path = workdir / "pbsyslog.toml"
+        self.config_path.write_text(render_toml(config))
+        self.argv = [
+            str(twistd_path()), "--nodaemon", "--pidfile=", "pbsyslog",
+            "--config", str(self.config_path), *extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            self.argv, cwd=workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._output = OutputCollector(self.proc.stdout)
+        self._wait_ready()
+
+    @property
+    def db_path(self) -> Path:
+        """The Berkeley DB file itself, ``<dbfile>.db``."""
+        return Path(str(self.dbfile) + ".db")
+
+    def output(self) -> str:
+        """Everything the service printed so far."""
+        return self._output.text()
+
+    def describe(self) -> str:
+        """The command line, config and output, for a failure message."""
+        return (
+            f"command: {' '.join(self.argv)}\n"
+            + describe_output("pbsyslog.toml", self.config_path.read_text()) + "\n"
+            + describe_output("pbsyslog output", self.output())
+        )
+
+    def _wait_ready(self) -> None:
+        ready = wait_for(
+            lambda: "pbsyslog ready" in self.output() or self.proc.poll() is not None,
+            READY_TIMEOUT,
+        )
+        if self.proc.poll() is not None:
+            self._output.join(2.0)
+            pytest.fail(
+                f"pbsyslog exited with status {self.proc.returncode} before "
+                f"'pbsyslog ready'\n{self.describe()}",
+                pytrace=False,
+            )
+        if not ready:
+            self.stop()
+            pytest.fail(
+                f"pbsyslog did not print 'pbsyslog ready' within {READY_TIMEOUT} s\n"
+                f"{self.describe()}",
+                pytrace=False,
+            )
+
+    def wait_for_output(self, text: str, timeout: float) -> bool:
+        """Wait until ``text`` appears in the service's output."""
+        return bool(wait_for(lambda: text in self.output(), timeout))
+
+    def send_udp(self, line: str | bytes, host: str = LOOPBACK_V4) -> None:
+        """Send one syslog datagram to the service's UDP listener."""
+        data = line.encode() if isinstance(line, str) else line
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(data, (host, self.udp_port))
+
+    def stop(self) -> None:
+        """SIGTERM the service (SIGKILL if it lingers) and collect its last output."""
+        stop_process(self.proc)
+        self._output.join(2.0)
+
+    def tracebacks(self) -> list[str]:
+        """Lines of the output that show an exception reached the log."""
+        return [
+            line for line in self.output().splitlines()
+            if "Traceback (most recent call last)" in line or "Unhandled Error" in line
+        ]
+
+
+# --------------------------------------------------------------------------
+# rsyslog
+
+RSYSLOG_TEMPLATES = (
+    "RSYSLOG_TraditionalForwardFormat",
+    "RSYSLOG_ForwardFormat",
+    "RSYSLOG_SyslogProtocol23Format",
+)
+# transport name -> (omfwd protocol, omfwd framing parameter)
+RSYSLOG_TRANSPORTS = {
+    "udp": ("udp", ""),
+    "tcp-octet": ("tcp", 'TCP_Framing="octet-counted"'),
+    "tcp-lf": ("tcp", 'TCP_Framing="traditional"'),
+}
+
+
+class Rsyslog:
+    """A private ``rsyslogd -n`` forwarding mail.* and daemon.* to a loopback port."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        transport: str = "udp",
+        template: str = "RSYSLOG_TraditionalForwardFormat",
+    ) -> None:
+        require_program(RSYSLOGD, "rsyslog")
+        if transport not in RSYSLOG_TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}; one of {sorted(RSYSLOG_TRANSPORTS)}")
+        if template not in RSYSLOG_TEMPLATES:
+            raise ValueError(f"unknown template {template!r}; one of {RSYSLOG_TEMPLATES}")
+        protocol, framing = RSYSLOG_TRANSPORTS[transport]
+        self.workdir = workdir
+        self.port = port
+        self.transport = transport
+        self.template = template
+        (workdir / "work").mkdir(parents=True, exist_ok=True)
+        self.socket_path = workdir / "sock" / "log"
+        self.log_path = workdir / "all.log"
+        self.pid_path = workdir / "rsyslogd.pid"
+        self.config_path = workdir / "rsyslog.conf"
+        self.config_path.write_text(fill_template("rsyslog.conf.in", {
+            "root": workdir, "socket": self.socket_path, "port": port,
+            "protocol": protocol, "framing": framing, "template": template,
+        }))
+        check = subprocess.run(
+            [RSYSLOGD, "-N1", "-f", str(self.config_path)],
+            capture_output=True, text=True, timeout=30,
+        )
+        if check.returncode != 0:
+            pytest.fail(
+                f"rsyslogd -N1 rejected the test config (status {check.returncode}):\n"
+                f"{check.stdout}{check.stderr}\n"
+                + describe_output("rsyslog.conf", self.config_path.read_text()),
+                pytrace=False,
+            )
+        self.argv = [RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(self.pid_path)]
+        self.proc = subprocess.Popen(
+            self.argv, cwd=workdir, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._output = OutputCollector(self.proc.stdout)
+        up = wait_for(
+            lambda: self.socket_path.is_socket() or self.proc.poll() is not None,
+            READY_TIMEOUT,
+        )
+        if self.proc.poll() is not None or not up:
+            self.stop()
+            pytest.fail(
+                f"rsyslogd did not create its socket {self.socket_path} within "
+                f"{READY_TIMEOUT} s (status {self.proc.returncode})\n{self.describe()}",
+                pytrace=False,
+            )
+
+    def log_text(self) -> str:
+        """Everything rsyslog has written to its own log file so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """Wait until ``text`` appears in rsyslog's own log file."""
+        return bool(wait_for(lambda: text in self.log_text(), timeout))
+
+    def describe(self) -> str:
+        """Command line, output and log file, for a failure message."""
+        return (
+            f"command: {' '.join(self.argv)}\n"
+            + describe_output("rsyslogd output", self._output.text()) + "\n"
+            + describe_output(f"rsyslog log {self.log_path}", self.log_text()[-4000:])
+        )
+
+    def stop(self) -> None:
+        """SIGTERM rsyslogd (SIGKILL if it lingers)."""
+        stop_process(self.proc)
+        self._output.join(2.0)
+
+
+# --------------------------------------------------------------------------
+# Dovecot
+
+def ensure_dev_log_mount_point() -> None:
+    """Make sure /dev/log exists so that a private namespace can bind-mount over it.
+
+    Dovecot logs with libc syslog(), which always writes to /dev/log; the
+    socket cannot be configured. We must not take over the machine's /dev/log,
+    so Dovecot runs in its own mount namespace where our rsyslog's socket is
+    bind-mounted onto /dev/log. A bind mount needs an existing target: if
+    there is no /dev/log at all (as on this test machine, which runs no
+    syslog daemon), an empty regular file is created as the mount point. It
+    is harmless outside the namespace (syslog() to a non-socket is dropped,
+    exactly as with no /dev/log) and is left in place, because removing it
+    could detach another test session's bind mount. An existing /dev/log
+    (socket or not) is never touched.
+    """
+    dev_log = Path("/dev/log")
+    if not os.path.lexists(dev_log):
+        try:
+            dev_log.touch(mode=0o644, exist_ok=True)
+        except OSError as exc:
+            pytest.fail(f"cannot create the mount point /dev/log: {exc}", pytrace=False)
+
+
+class Dovecot:
+    """A private Dovecot 2.3 (POP3 + IMAP, plain text) that logs into a given syslog socket."""
+
+    def __init__(self, syslog_socket: Path, log_check: Callable[[str, float], bool] | None = None) -> None:
+        require_program(DOVECOT, "dovecot-core (dovecot-pop3d, dovecot-imapd)")
+        require_program(UNSHARE, "util-linux")
+        for protocol, package in (("pop3", "dovecot-pop3d"), ("imap", "dovecot-imapd")):
+            require_program(f"/usr/lib/dovecot/{protocol}-login", package)
+        self.syslog_socket = syslog_socket
+        # Not under pytest's tmp_path: that tree is mode 0700, and Dovecot's
+        # auth process (user dovecot) and mail processes (user mail) must
+        # read the passwd-file and write the home directories.
+        self.root = Path(tempfile.mkdtemp(prefix="pbsyslog-dovecot-"))
+        self.root.chmod(0o755)
+        mail_user = pwd.getpwnam("mail")
+        self.uid, self.gid = mail_user.pw_uid, mail_user.pw_gid
+        home = self.root / "home" / USER
+        home.mkdir(parents=True)
+        os.chown(home, self.uid, self.gid)
+        (self.root / "home").chmod(0o755)
+        (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        (self.root / "passwd").chmod(0o644)
+        both = (LOOPBACK_V4, LOOPBACK_V6)
+        self.pop3_port = free_port(socket.SOCK_STREAM, both)
+        self.imap_port = free_port(socket.SOCK_STREAM, both)
+        self.config_path = self.root / "dovecot.conf"
+        self.config_path.write_text(fill_template("dovecot.conf.in", {
+            "root": self.root, "uid": self.uid, "gid": self.gid,
+            "pop3_port": self.pop3_port, "imap_port": self.imap_port,
+        }))
+        ensure_dev_log_mount_point()
+        # unshare execs sh, sh execs dovecot: self.proc.pid is Dovecot's
+        # master, and the bind mount vanishes with the namespace.
+        script = 'mount --bind "$1" /dev/log && exec "$2" -F -c "$3"'
+        self.argv = [
+            UNSHARE, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            str(syslog_socket), DOVECOT, str(self.config_path),
+        ]
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.root, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._output = OutputCollector(self.proc.stdout)
+        up = wait_for(lambda: self._pop3_banner() or self.proc.poll() is not None, READY_TIMEOUT)
+        if self.proc.poll() is not None or not up:
+            self.stop()
+            pytest.fail(
+                f"Dovecot did not answer on 127.0.0.1:{self.pop3_port} within "
+                f"{READY_TIMEOUT} s (status {self.proc.returncode})\n{self.describe()}",
+                pytrace=False,
+            )
+        # Proof that the syslog route works: the master's start-up line must
+        # come out of our rsyslog, otherwise no login line ever will.
+        if log_check is not None and not log_check("starting up", READY_TIMEOUT):
+            self.stop()
+            pytest.fail(
+                "Dovecot is up, but its 'starting up' line never reached the test "
+                f"rsyslog through the /dev/log bind mount of {syslog_socket}\n{self.describe()}",
+                pytrace=False,
+            )
+
+    def _pop3_banner(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK_V4, self.pop3_port), timeout=2) as sock:
+                return sock.recv(64).startswith(b"+OK")
+        except OSError:
+            return False
+
+    def describe(self) -> str:
+        """Command line, config and output, for a failure message."""
+        return (
+            f"command: {' '.join(self.argv)}\n"
+            + describe_output("dovecot.conf", self.config_path.read_text()) + "\n"
+            + describe_output("dovecot output", self._output.text())
+        )
+
+    def stop(self) -> None:
+        """Stop Dovecot and remove its directory."""
+        stop_process(self.proc)
+        self._output.join(2.0)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Clients
+
+class SourcePOP3(poplib.POP3):
+    """poplib.POP3 that connects from a chosen local address (poplib has no source_address)."""
+
+    def __init__(self, host: str, port: int, source: str, timeout: float = 10.0) -> None:
+        self._source = source
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, (self._source, 0))
+
+
+class SourceIMAP4(imaplib.IMAP4):
+    """imaplib.IMAP4 that connects from a chosen local address."""
+
+    def __init__(self, host: str, port: int, source: str, timeout: float = 10.0) -> None:
+        self._source = source
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout, (self._source, 0))
+
+
+def server_for(source: str) -> str:
+    """The Dovecot address to connect to from ``source``: same address family."""
+    return LOOPBACK_V6 if ":" in source else LOOPBACK_V4
+
+
+def pop3_login(port: int, source: str, password: str = PASSWORD) -> bytes:
+    """Log in to Dovecot's POP3 as alice from ``source`` with USER/PASS; return the +OK reply."""
+    client = SourcePOP3(server_for(source), port, source)
+    try:
+        client.user(USER)
+        reply = client.pass_(password)
+        client.stat()
+        client.quit()
+        return reply
+    finally:
+        client.close()
+
+
+def pop3_login_fails(port: int, source: str) -> bytes:
+    """Try alice with a wrong password from ``source``; assert -ERR and return it."""
+    client = SourcePOP3(server_for(source), port, source)
+    try:
+        client.user(USER)
+        with pytest.raises(poplib.error_proto) as info:
+            client.pass_(WRONG_PASSWORD)
+        reply = info.value.args[0]
+        assert reply.startswith(b"-ERR"), f"wrong password answered {reply!r}, not -ERR"
+        client.quit()
+        return reply
+    finally:
+        client.close()
+
+
+def imap_login(port: int, source: str) -> str:
+    """Log in to Dovecot's IMAP as alice from ``source``; return the tagged status."""
+    client = SourceIMAP4(server_for(source), port, source)
+    try:
+        status, _ = client.login(USER, PASSWORD)
+    finally:
+        client.logout()  # also closes the socket
+    return status
+
+
+@functools.cache
+def postfix_config_dir() -> str:
+    """A Postfix config directory with an empty main.cf, for postmap -c.
+
+    postmap refuses to run without main.cf, and the machine's /etc/postfix
+    may have none (Debian's "No configuration"); an empty file means all
+    defaults, which is all a hash: lookup needs.
+    """
+    path = tempfile.mkdtemp(prefix="pbsyslog-postfix-")
+    Path(path, "main.cf").write_text("")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def run_postmap(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real postmap with our config directory."""
+    require_program(POSTMAP, "postfix")
+    return subprocess.run(
+        [POSTMAP, "-c", postfix_config_dir(), *args],
+        capture_output=True, text=True, timeout=30,
+    )
+
+
+def postmap_q(key: str, dbfile: Path | str) -> tuple[int, str]:
+    """Look ``key`` up the way Postfix does: ``postmap -q KEY hash:DBFILE``.
+
+    Fails the test if postmap complains on stderr: a fatal error (say, an
+    unreadable map) also exits 1, and must never pass for "key not found".
+    """
+    result = run_postmap("-q", key, f"hash:{dbfile}")
+    if result.stderr:
+        pytest.fail(
+            f"postmap -q {key} hash:{dbfile} exited {result.returncode} with:\n{result.stderr}",
+            pytrace=False,
+        )
+    return result.returncode, result.stdout
+
+
+def run_logger(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run util-linux logger with ``args`` (server, port, options and message)."""
+    require_program(LOGGER, "bsdutils (util-linux logger)")
+    return subprocess.run([LOGGER, *args], capture_output=True, text=True, timeout=30)
+
+# The types of the conftest.py factory fixtures, for annotating tests.
+PbsyslogFactory = Callable[..., PbsyslogService]
+RsyslogFactory = Callable[..., Rsyslog]
+DovecotFactory = Callable[[Rsyslog], Dovecot]

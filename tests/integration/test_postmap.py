@@ -1,0 +1,129 @@
+"""The map as Postfix reads it: real postmap against the file pbsyslog writes.
+
+The service is fed hand-sent UDP datagrams (no rsyslog), with a short grace
+so that expiry can be watched end to end.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from harness import (
+    LOOPBACK_V4,
+    LOOPBACK_V6,
+    PbsyslogFactory,
+    PbsyslogService,
+    free_port,
+    postmap_q,
+    run_postmap,
+    wait_for,
+)
+
+GRACE = 2.0
+EXPIRE_INTERVAL = 0.2
+MAP_DEADLINE = 2.0
+# Removal may come one tick and one map write after the grace ends.
+EXPIRY_SLACK = 2.0
+
+
+def dovecot_login(ip: str) -> str:
+    """A Dovecot POP3 login line as rsyslog's default UDP forward format carries it."""
+    return (
+        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+        f"rip={ip}, lip=127.0.0.1, mpid=13339, session=<KxeGB2thD8R/ChQe>"
+    )
+
+
+def courier_login(ip: str) -> str:
+    """A Courier POP3 login line: Courier's dual-stack socket writes IPv4 clients as ::ffff:a.b.c.d."""
+    return f"<22>Nov 29 14:44:39 vm pop3d: LOGIN, user=alice, ip=[{ip}], port=[41751]"
+
+
+@pytest.fixture(scope="module")
+def service(pbsyslog_service: PbsyslogFactory) -> PbsyslogService:
+    """One pbsyslog with a 2 s grace and a 0.2 s expiry tick."""
+    return pbsyslog_service({"grace": GRACE, "expire_interval": EXPIRE_INTERVAL})
+
+
+def lookup_is(service: PbsyslogService, key: str, expected: tuple[int, str], timeout: float) -> bool:
+    """Wait until ``postmap -q key`` on the service's map gives ``expected``."""
+    return bool(wait_for(lambda: postmap_q(key, service.dbfile) == expected, timeout))
+
+
+def assert_added_then_expired(service: PbsyslogService, line: str, key: str) -> None:
+    """Send ``line``; ``key`` must be in the map at once, and gone only after the grace."""
+    sent = time.monotonic()
+    service.send_udp(line)
+    assert lookup_is(service, key, (0, "OK\n"), MAP_DEADLINE), (
+        f"postmap -q {key} gave {postmap_q(key, service.dbfile)!r} {MAP_DEADLINE} s after "
+        f"sending {line!r}, not (0, 'OK\\n')\n{service.describe()}"
+    )
+    assert service.wait_for_output(f"added {key} to map", 1.0), service.describe()
+    assert lookup_is(service, key, (1, ""), GRACE + EXPIRY_SLACK), (
+        f"postmap -q {key} still gives {postmap_q(key, service.dbfile)!r} "
+        f"{GRACE + EXPIRY_SLACK} s after the login\n{service.describe()}"
+    )
+    gone_after = time.monotonic() - sent
+    assert gone_after >= GRACE, f"{key} expired after {gone_after:.2f} s, before the {GRACE} s grace"
+    assert service.wait_for_output(f"removed {key} from map (expired)", 1.0), service.describe()
+
+
+def test_map_exists_and_is_readable_at_start_up(pbsyslog_service: PbsyslogFactory) -> None:
+    """Right after 'pbsyslog ready', before any login, Postfix can open the map and finds it empty."""
+    fresh = pbsyslog_service()
+    assert fresh.db_path.is_file(), f"{fresh.db_path} missing after 'pbsyslog ready'\n{fresh.describe()}"
+    listing = run_postmap("-s", f"hash:{fresh.dbfile}")
+    assert (listing.returncode, listing.stdout, listing.stderr) == (0, "", ""), listing
+    assert postmap_q("192.0.2.99", fresh.dbfile) == (1, "")
+
+
+def test_ipv4_login_is_added_then_expires(service: PbsyslogService) -> None:
+    """A login from 192.0.2.10 is found by postmap -q at once and disappears after the grace."""
+    assert_added_then_expired(service, dovecot_login("192.0.2.10"), "192.0.2.10")
+
+
+def test_ipv6_login_is_added_then_expires(service: PbsyslogService) -> None:
+    """A login from 2001:db8::10 is found by postmap -q at once and disappears after the grace."""
+    assert_added_then_expired(service, dovecot_login("2001:db8::10"), "2001:db8::10")
+
+
+@pytest.mark.parametrize(
+    ("written", "key"),
+    [
+        ("2001:0db8:0000:0000:0000:0000:0000:0011", "2001:db8::11"),
+        ("2001:DB8::12", "2001:db8::12"),
+    ],
+)
+def test_ipv6_key_is_compressed_lowercase(service: PbsyslogService, written: str, key: str) -> None:
+    """An IPv6 address written long or in capitals is stored in Postfix's compressed lowercase form."""
+    service.send_udp(dovecot_login(written))
+    assert lookup_is(service, key, (0, "OK\n"), MAP_DEADLINE), (
+        f"postmap -q {key} gave {postmap_q(key, service.dbfile)!r} after a login from "
+        f"rip={written}\n{service.describe()}"
+    )
+    assert postmap_q(written, service.dbfile) == (1, ""), f"{written} stored as written"
+
+
+def test_ipv4_mapped_address_is_stored_as_ipv4(service: PbsyslogService) -> None:
+    """Courier's ::ffff:192.0.2.12 is stored under 192.0.2.12, which is what Postfix looks up."""
+    service.send_udp(courier_login("::ffff:192.0.2.12"))
+    assert lookup_is(service, "192.0.2.12", (0, "OK\n"), MAP_DEADLINE), (
+        f"postmap -q 192.0.2.12 gave {postmap_q('192.0.2.12', service.dbfile)!r}\n"
+        f"{service.describe()}"
+    )
+    assert postmap_q("::ffff:192.0.2.12", service.dbfile) == (1, "")
+
+
+def test_command_line_listener_replaces_config_listeners(pbsyslog_service: PbsyslogFactory) -> None:
+    """With --udp [::1]:PORT the service listens there only: a login sent over IPv6 lands in the map."""
+    port = free_port(socket.SOCK_DGRAM, (LOOPBACK_V6,))
+    v6 = pbsyslog_service(extra_args=["--udp", f"[{LOOPBACK_V6}]:{port}"])
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.sendto(dovecot_login("192.0.2.13").encode(), (LOOPBACK_V6, port))
+    assert lookup_is(v6, "192.0.2.13", (0, "OK\n"), MAP_DEADLINE), v6.describe()
+    # The file's TCP listener was replaced, so nothing answers on its port.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((LOOPBACK_V4, v6.tcp_port), timeout=2).close()
