@@ -165,12 +165,18 @@ class StreamFramer:
 
     def _scan(self, data: bytes, pos: int, frames: list[bytes]) -> None:
         """Split ``data[pos:]`` from a frame boundary; keep any incomplete tail."""
+        # The hot loop: a read may hold thousands of small frames.  Work with
+        # offsets into `data` (one slice per frame), and look for NUL once
+        # ahead rather than once per frame: it is rare.
         n = len(data)
         max_frame = self.max_frame
         digits = _DIGITS.match
+        append = frames.append
+        nul = data.find(b"\x00", pos)
         while pos < n:
-            m = digits(data, pos)
-            if m is not None:
+            if 0x30 <= data[pos] <= 0x39:
+                m = digits(data, pos)
+                assert m is not None  # data[pos] is a digit
                 stop = m.end()
                 width = stop - pos
                 if stop == n and width <= _MAX_COUNT_DIGITS:
@@ -196,7 +202,11 @@ class StreamFramer:
                         pos = end
                         continue
                 # Bad count: fall through and treat the frame as a line.
-            end = _find_end(data, pos)
+            if 0 <= nul < pos:
+                nul = data.find(b"\x00", pos)
+            end = data.find(b"\n", pos)
+            if nul >= 0 and (end < 0 or nul < end):
+                end = nul
             if end < 0:
                 if n - pos > max_frame:
                     self.oversize += 1
@@ -207,7 +217,9 @@ class StreamFramer:
             if end - pos > max_frame:
                 self.oversize += 1
             else:
-                self._emit(data[pos:end], frames, counted=False)
+                frame = data[pos:end].rstrip(_TRAILER)
+                if frame:  # blank lines are skipped silently
+                    append(frame)
             pos = end + 1
 
 
