@@ -1,15 +1,39 @@
 """Syslog messages: one frame (bytes) -> one SyslogMessage record.
 
-Contract: pure; no I/O, no reactor.  ``parse`` accepts RFC 3164 (as BSD
-syslogd and rsyslog's traditional templates write it) and RFC 5424 (as
-rsyslog's RSYSLOG_SyslogProtocol23Format writes it).  It raises
-``MalformedMessage`` for input it cannot make sense of; callers count
-and drop such frames.
+Contract: ``parse(frame, now=None)`` reads the header of one syslog message
+and returns it with the MSG part, in the forms rsyslog forwards and common
+senders write:
+
+* RFC 5424 (rsyslog's RSYSLOG_SyslogProtocol23Format, ``logger --rfc5424``):
+  ``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD [SP MSG]``, ``-`` for nil.
+  Structured data is skipped; a UTF-8 BOM at the start of MSG is dropped.
+* RFC 3164 and its relatives: ``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG``,
+  the same with an RFC 3339 timestamp (RSYSLOG_ForwardFormat), without the
+  hostname (``logger`` to /dev/log), without a timestamp
+  (``<13>dovecot: hi``) and without a PRI (facility and severity None).
+
+MSG loses exactly one leading space: the one after ``TAG:`` in RFC 3164 and
+the one rsyslog keeps in front of MSG in its RFC 5424 output.  Timestamps
+with a zone become aware datetimes.  An RFC 3164 timestamp (no year, no
+zone) becomes a naive datetime in the year that puts it closest to ``now``
+(so a December stamp received in January is last year's); without ``now``
+it is None, because guessing the year from the clock would make parsing
+impure.  A timestamp that cannot be read is None; it never fails the parse.
+
+Must not: do I/O, read the clock, import from ``twisted.internet``, or
+compile regexes per call (this runs once per received line).
+
+Failure: ``MalformedMessage`` (a ValueError) for an empty frame and for a
+bad PRI (not 1-3 digits between ``<`` and ``>``, or above 191); callers
+count and drop such frames.  Any other bytes parse to something: invalid
+UTF-8 is replaced, and text that fits no header form is all MSG.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import re
 
 import attrs
 
@@ -31,6 +55,150 @@ class SyslogMessage:
     message: str
 
 
-def parse(frame: bytes) -> SyslogMessage:
-    """Parse one frame into a SyslogMessage (placeholder, being written)."""
-    raise NotImplementedError
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+
+# "<PRI>" -> (facility, severity) for the canonical spellings, so the common
+# case is one dict lookup; odd spellings ("<013>") take the slow path.
+_PRIS = {f"<{pri}>": divmod(pri, 8) for pri in range(192)}
+
+# RFC 5424 after the PRI.  The structured-data alternatives are possessive:
+# on a frame that is not RFC 5424 after all they fail in linear time instead
+# of backtracking through every way of splitting a long string.
+_RFC5424 = re.compile(
+    r"""
+    1\x20
+    (?P<ts>\S+)\x20
+    (?P<host>\S+)\x20
+    (?P<app>\S+)\x20
+    (?P<procid>\S+)\x20
+    \S+\x20                                 # MSGID: not kept
+    (?:-|(?:\[(?:[^\]"\\]++|\\.|"(?:[^"\\]++|\\.)*+")*+\])++)
+    (?:\x20(?P<msg>.*))?
+    \Z
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+# RFC 3164 and friends after the PRI (or from the start, without PRI).  Every
+# part is optional, so this always matches.  The hostname is looked for only
+# after a timestamp (as rsyslog does): it is the next token unless that token
+# ends in ':' or contains '[' (then it is already the tag).
+_RFC3164 = re.compile(
+    r"""
+    (?P<ts>
+        [A-Za-z]{3}\x20[\x20\d]\d\x20\d\d:\d\d:\d\d      # Mmm dd hh:mm:ss, day space-padded
+      | \d{4}-\d\d-\d\dT\S+                             # RFC 3339 (RSYSLOG_ForwardFormat)
+    )?
+    (?(ts)\x20+(?:(?P<host>(?>[^\s\[]+)(?<!:))\x20+)?)
+    (?:(?P<prog>[^\s\[:]+)(?:\[(?P<pid>[^\]\s]*)\]:?|:)(?:\x20|\Z))?
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+# Bytes no frame should end in; a framer strips them already, but a UDP
+# datagram handed over raw may still carry them.
+_TRAILER = b"\r\n\x00"
+
+
+def parse(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:
+    """Parse one frame into a SyslogMessage; ``now`` supplies the year of RFC 3164 stamps."""
+    frame = frame.rstrip(_TRAILER)
+    if not frame:
+        raise MalformedMessage("empty frame")
+    text = frame.decode("utf-8", "replace")
+
+    facility: int | None = None
+    severity: int | None = None
+    pos = 0
+    if text[0] == "<":
+        pos = text.find(">", 1, 5) + 1
+        known = _PRIS.get(text[:pos]) if pos else None
+        if known is None:
+            facility, severity = _odd_pri(text, pos)
+        else:
+            facility, severity = known
+
+    if text.startswith("1 ", pos):
+        m = _RFC5424.match(text, pos)
+        if m is not None:
+            ts, host, app, procid, msg = m.group("ts", "host", "app", "procid", "msg")
+            if msg is None:
+                msg = ""
+            else:
+                if msg[:1] == "\ufeff":
+                    msg = msg[1:]
+                if msg[:1] == " ":
+                    msg = msg[1:]
+            return SyslogMessage(
+                facility,
+                severity,
+                None if ts == "-" else _rfc3339(ts),
+                None if host == "-" else host,
+                None if app == "-" else app,
+                None if procid == "-" else procid,
+                msg,
+            )
+        # Not RFC 5424 after all: rsyslog falls back to RFC 3164 too.
+
+    m = _RFC3164.match(text, pos)
+    assert m is not None  # every part of the pattern is optional
+    ts, host, prog, pid = m.groups()
+    timestamp: datetime.datetime | None = None
+    if ts is not None:
+        if ts[0].isdigit():
+            timestamp = _rfc3339(ts)
+        elif now is not None:
+            timestamp = _rfc3164(ts, now.year, now.month, now.day)
+    return SyslogMessage(facility, severity, timestamp, host, prog, pid or None, text[m.end() :])
+
+
+def _odd_pri(text: str, pos: int) -> tuple[int, int]:
+    """Facility and severity of a PRI not in the table (leading zeros), or raise."""
+    pri = text[1 : pos - 1] if pos else ""
+    # isdecimal() alone would let through other scripts' digits.
+    if not (pri.isascii() and pri.isdecimal()):
+        raise MalformedMessage(f"bad PRI in {text[:8]!r}")
+    value = int(pri)
+    if value > 191:
+        raise MalformedMessage(f"PRI {value} out of range")
+    return divmod(value, 8)
+
+
+def _rfc3339(stamp: str) -> datetime.datetime | None:
+    """An RFC 3339 timestamp as a datetime (aware when it has a zone), or None."""
+    # fromisoformat is C code and accepts RFC 3339 (with 'Z' since 3.11); it
+    # also accepts some other ISO 8601 shapes, which is harmless here.
+    try:
+        return datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+
+
+# Lines come in bursts that share their second, and building a datetime costs
+# more than the rest of the parse: remember recent answers.
+@functools.lru_cache(maxsize=1024)
+def _rfc3164(stamp: str, year: int, month: int, day: int) -> datetime.datetime | None:
+    """``Mmm dd hh:mm:ss`` as a naive datetime in the year closest to the given date, or None."""
+    number = _MONTHS.get(stamp[:3])
+    if number is None:
+        return None
+    d = int(stamp[4:6])
+    # Days from that date to the stamp in the same year, roughly (31-day
+    # months): more than half a year ahead means last year's, more than half
+    # behind next year's.  Cheaper than comparing datetimes, and only ever
+    # off by a day or two at the half-year mark, where no real line lives.
+    ahead = (number - month) * 31 + d - day
+    if ahead > 183:
+        year -= 1
+    elif ahead < -183:
+        year += 1
+    try:
+        return datetime.datetime(year, number, d, int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15]))
+    except ValueError:  # out of range, e.g. 31 Nov, or 29 Feb of a common year
+        return None
