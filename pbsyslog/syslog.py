@@ -180,8 +180,9 @@ def _rfc3339(stamp: str) -> datetime.datetime | None:
         return None
 
 
-# Lines come in bursts that share their second, and building a datetime costs
-# more than the rest of the parse: remember recent answers.
+# Lines come in bursts that share their second, and slicing, int() and
+# building a datetime cost about as much as the header regex: remember
+# recent answers (the key includes the date the year is guessed from).
 @functools.lru_cache(maxsize=1024)
 def _rfc3164(stamp: str, year: int, month: int, day: int) -> datetime.datetime | None:
     """``Mmm dd hh:mm:ss`` as a naive datetime in the year closest to the given date, or None."""
@@ -199,6 +200,8 @@ def _rfc3164(stamp: str, year: int, month: int, day: int) -> datetime.datetime |
     elif ahead < -183:
         year += 1
     try:
-        return datetime.datetime(year, number, d, int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15]))
+        return datetime.datetime(
+            year, number, d, int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])
+        )
     except ValueError:  # out of range, e.g. 31 Nov, or 29 Feb of a common year
         return None

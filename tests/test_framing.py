@@ -191,7 +191,10 @@ def test_frame_of_exactly_max_frame_kept() -> None:
 def test_many_small_frames_in_one_chunk() -> None:
     """A large chunk of many small frames yields them all, in order."""
     lines = [b"<13>message %d" % i for i in range(20000)]
-    data = b"".join(b"%d %s\n" % (len(line) + 1, line) if i % 2 else line + b"\n" for i, line in enumerate(lines))
+    data = b"".join(
+        b"%d %s\n" % (len(line) + 1, line) if i % 2 else line + b"\n"
+        for i, line in enumerate(lines)
+    )
     assert StreamFramer().feed(data) == lines
 
 
@@ -309,7 +312,7 @@ def test_property_frames_round_trip(
 def test_property_oversize_dropped_whatever_the_split(
     case: tuple[list[bytes], list[tuple[bytes, int]]], cuts: list[int], max_frame: int
 ) -> None:
-    """Exactly the frames longer than max_frame are dropped and counted, however the stream is split."""
+    """Exactly the frames over max_frame are dropped and counted, however the stream is cut."""
     frames, encoded = case
     data = b"".join(wire for wire, _ in encoded)
     kept = [frame for frame, (_, size) in zip(frames, encoded) if size <= max_frame]

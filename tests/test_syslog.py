@@ -113,7 +113,10 @@ def test_rsyslog_protocol23_two_spaces() -> None:
 
 def test_rfc5424_procid_and_zone() -> None:
     """PROCID becomes pid, and a numeric zone gives an aware timestamp."""
-    parsed = parse(b"<165>1 2003-10-11T22:14:15.003-07:00 mymachine.example.com su 1234 ID47 - 'su root' failed")
+    parsed = parse(
+        b"<165>1 2003-10-11T22:14:15.003-07:00 mymachine.example.com su 1234 ID47 - "
+        b"'su root' failed"
+    )
     assert parsed.pid == "1234"
     assert parsed.program == "su"
     assert parsed.hostname == "mymachine.example.com"
@@ -149,19 +152,27 @@ def test_rfc5424_zulu_timestamp() -> None:
 
 def test_rfc5424_lookalike_falls_back_to_rfc3164() -> None:
     """A '1 ' after the PRI that does not lead into an RFC 5424 header is all MSG, as in rsyslog."""
-    assert parse(b"<13>1 little message") == SyslogMessage(1, 5, None, None, None, None, "1 little message")
+    assert parse(b"<13>1 little message") == SyslogMessage(
+        1, 5, None, None, None, None, "1 little message"
+    )
 
 
 def test_forward_format() -> None:
     """RSYSLOG_ForwardFormat's RFC 3339 timestamp is read with its zone."""
     parsed = parse(b"<22>2026-11-29T14:22:55.929031+00:00 vm dovecot: pop3-login: Login: x")
     assert parsed.timestamp == datetime.datetime(2026, 11, 29, 14, 22, 55, 929031, tzinfo=UTC)
-    assert (parsed.hostname, parsed.program, parsed.message) == ("vm", "dovecot", "pop3-login: Login: x")
+    assert (parsed.hostname, parsed.program, parsed.message) == (
+        "vm",
+        "dovecot",
+        "pop3-login: Login: x",
+    )
 
 
 def test_no_timestamp() -> None:
     """`<13>dovecot: hi` has a tag but neither timestamp nor hostname."""
-    assert parse(b"<13>dovecot: hi", now=NOW) == SyslogMessage(1, 5, None, None, "dovecot", None, "hi")
+    assert parse(b"<13>dovecot: hi", now=NOW) == SyslogMessage(
+        1, 5, None, None, "dovecot", None, "hi"
+    )
 
 
 def test_no_hostname() -> None:
@@ -196,7 +207,12 @@ def test_space_padded_day() -> None:
 def test_tags(tag: str, program: str, pid: str | None) -> None:
     """The program is the tag without [pid] and ':', the pid the bracketed digits."""
     parsed = parse(f"<22>Nov 29 14:22:55 host {tag} the message".encode(), now=NOW)
-    assert (parsed.hostname, parsed.program, parsed.pid, parsed.message) == ("host", program, pid, "the message")
+    assert (parsed.hostname, parsed.program, parsed.pid, parsed.message) == (
+        "host",
+        program,
+        pid,
+        "the message",
+    )
 
 
 def test_ipv6_hostname() -> None:
@@ -223,7 +239,9 @@ def test_plain_text() -> None:
     assert parse(b"hello world") == SyslogMessage(None, None, None, None, None, None, "hello world")
 
 
-@pytest.mark.parametrize(("frame", "pri"), [(b"<0>x", (0, 0)), (b"<191>x", (23, 7)), (b"<013>x", (1, 5))])
+@pytest.mark.parametrize(
+    ("frame", "pri"), [(b"<0>x", (0, 0)), (b"<191>x", (23, 7)), (b"<013>x", (1, 5))]
+)
 def test_pri_values(frame: bytes, pri: tuple[int, int]) -> None:
     """PRI gives facility and severity over its whole range, leading zeros allowed."""
     parsed = parse(frame)
@@ -231,7 +249,9 @@ def test_pri_values(frame: bytes, pri: tuple[int, int]) -> None:
     assert parsed.message == "x"
 
 
-@pytest.mark.parametrize("frame", [b"<192>x", b"<999>x", b"<1000>x", b"<>x", b"<1a>x", b"<13", b"<\xd9\xa1>x"])
+@pytest.mark.parametrize(
+    "frame", [b"<192>x", b"<999>x", b"<1000>x", b"<>x", b"<1a>x", b"<13", b"<\xd9\xa1>x"]
+)
 def test_bad_pri_rejected(frame: bytes) -> None:
     """A PRI above 191, empty, too long, unterminated or not ASCII digits is malformed."""
     with pytest.raises(MalformedMessage):
@@ -275,13 +295,17 @@ def test_december_stamp_in_january_is_last_year() -> None:
 
 def test_january_stamp_in_december_is_next_year() -> None:
     """A January stamp received on 31 December (sender clock ahead) belongs to the next year."""
-    parsed = parse(b"<13>Jan  1 00:00:01 host app: x", now=datetime.datetime(2026, 12, 31, 23, 59, 59))
+    parsed = parse(
+        b"<13>Jan  1 00:00:01 host app: x", now=datetime.datetime(2026, 12, 31, 23, 59, 59)
+    )
     assert parsed.timestamp == datetime.datetime(2027, 1, 1, 0, 0, 1)
 
 
 def test_aware_now_gives_naive_rfc3164_stamp() -> None:
     """RFC 3164 stamps carry no zone, so they stay naive even when `now` is aware."""
-    parsed = parse(b"<13>Nov 29 14:22:55 host app: x", now=datetime.datetime(2026, 11, 29, 15, tzinfo=UTC))
+    parsed = parse(
+        b"<13>Nov 29 14:22:55 host app: x", now=datetime.datetime(2026, 11, 29, 15, tzinfo=UTC)
+    )
     assert parsed.timestamp == datetime.datetime(2026, 11, 29, 14, 22, 55)
 
 
@@ -348,7 +372,12 @@ _pieces = st.sampled_from(
 
 
 @settings(max_examples=1000)
-@given(st.one_of(st.binary(max_size=200), st.lists(st.one_of(_pieces, st.binary(max_size=8)), max_size=20).map(b"".join)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.one_of(_pieces, st.binary(max_size=8)), max_size=20).map(b"".join),
+    )
+)
 def test_property_any_bytes_parse_or_malformed(frame: bytes) -> None:
     """Any bytes either parse to a SyslogMessage or raise MalformedMessage, nothing else."""
     for now in (None, NOW, datetime.datetime(9999, 12, 31), datetime.datetime(1, 1, 1)):
