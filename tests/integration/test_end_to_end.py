@@ -47,11 +47,13 @@ class Stack:
 
 
 # (rsyslog transport, rsyslog template): omfwd's default format over UDP,
-# octet-counted TCP with the same format, and octet-counted TCP with RFC 5424.
+# octet-counted TCP with the same format and with RFC 5424, and omfwd's
+# default LF framing on TCP with the RFC 3339 forward format.
 STACKS = [
     ("udp", "RSYSLOG_TraditionalForwardFormat"),
     ("tcp-octet", "RSYSLOG_TraditionalForwardFormat"),
     ("tcp-octet", "RSYSLOG_SyslogProtocol23Format"),
+    ("tcp-lf", "RSYSLOG_ForwardFormat"),
 ]
 
 
