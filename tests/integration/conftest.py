@@ -73,7 +73,7 @@ def dovecot() -> Iterator[DovecotFactory]:
     started: list[Dovecot] = []
 
     def start(syslog: Rsyslog) -> Dovecot:
-        daemon = Dovecot(syslog.socket_path, syslog.wait_for_log)
+        daemon = Dovecot(syslog)
         started.append(daemon)
         return daemon
 

@@ -39,6 +39,7 @@ import pytest
 T = TypeVar("T")
 
 HERE = Path(__file__).resolve().parent
+# Every address these tests use is in 127.0.0.0/8 or is ::1: never anything else.
 LOOPBACK_V4 = "127.0.0.1"
 LOOPBACK_V6 = "::1"
 
@@ -54,7 +55,6 @@ USER = "alice"
 PASSWORD = "correct horse battery staple"
 WRONG_PASSWORD = "Tr0ub4dor&3"
 
-# Every test address lives in 127.0.0.0/8 or is ::1: never anything else.
 READY_TIMEOUT = 15.0
 POLL_INTERVAL = 0.02
 
@@ -133,15 +133,55 @@ class OutputCollector:
         self._thread.join(timeout)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM ``proc``, and SIGKILL it if it has not exited within ``timeout``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+class Daemon:
+    """A child process run in the foreground, with its output collected.
+
+    Subclasses build their config, call ``spawn`` and then ``wait_until``
+    their own readiness check; ``stop`` is idempotent.
+    """
+
+    name = "daemon"
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    _output: OutputCollector
+
+    def spawn(self, argv: list[str], cwd: Path) -> None:
+        """Start ``argv`` in ``cwd`` with stdout and stderr collected."""
+        self.argv = argv
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._output = OutputCollector(self.proc.stdout)
+
+    def wait_until(self, ready: Callable[[], bool], what: str) -> None:
+        """Wait for ``ready()``; stop and fail with the output if the process exits or time runs out."""
+        up = wait_for(lambda: ready() or self.proc.poll() is not None, READY_TIMEOUT)
+        if self.proc.poll() is None and up:
+            return
+        status = self.proc.returncode
+        self.stop()
+        problem = f"exited with status {status}" if status is not None else f"timed out after {READY_TIMEOUT} s"
+        pytest.fail(f"{self.name} {problem} waiting for {what}\n{self.describe()}", pytrace=False)
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self._output.text()
+
+    def describe(self) -> str:
+        """The command line and output, for a failure message."""
+        return f"command: {' '.join(self.argv)}\n" + describe_output(f"{self.name} output", self.output())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the process, SIGKILL it if it lingers, and collect its last output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._output.join(2.0)
 
 
 def describe_output(title: str, text: str) -> str:
@@ -198,8 +238,10 @@ def twistd_path() -> Path:
     return path
 
 
-class PbsyslogService:
+class PbsyslogService(Daemon):
     """A running ``twistd --nodaemon pbsyslog --config FILE`` with its ports and map."""
+
+    name = "pbsyslog"
 
     def __init__(
         self,
@@ -224,72 +266,35 @@ class PbsyslogService:
             ],
         }
         config.update(overrides or {})
-        self.config = config
         self.dbfile = Path(str(config["dbfile"]))
         self.config_path = workdir / "pbsyslog.toml"
         self.config_path.write_text(render_toml(config))
-        self.argv = [
+        self.spawn([
             str(twistd_path()), "--nodaemon", "--pidfile=", "pbsyslog",
             "--config", str(self.config_path), *extra_args,
-        ]
-        self.proc = subprocess.Popen(
-            self.argv, cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._output = OutputCollector(self.proc.stdout)
-        self._wait_ready()
+        ], workdir)
+        self.wait_until(lambda: "pbsyslog ready" in self.output(), "'pbsyslog ready'")
 
     @property
     def db_path(self) -> Path:
         """The Berkeley DB file itself, ``<dbfile>.db``."""
         return Path(str(self.dbfile) + ".db")
 
-    def output(self) -> str:
-        """Everything the service printed so far."""
-        return self._output.text()
-
     def describe(self) -> str:
         """The command line, config and output, for a failure message."""
         return (
-            f"command: {' '.join(self.argv)}\n"
-            + describe_output("pbsyslog.toml", self.config_path.read_text()) + "\n"
-            + describe_output("pbsyslog output", self.output())
+            describe_output("pbsyslog.toml", self.config_path.read_text()) + "\n"
+            + super().describe()
         )
-
-    def _wait_ready(self) -> None:
-        ready = wait_for(
-            lambda: "pbsyslog ready" in self.output() or self.proc.poll() is not None,
-            READY_TIMEOUT,
-        )
-        if self.proc.poll() is not None:
-            self._output.join(2.0)
-            pytest.fail(
-                f"pbsyslog exited with status {self.proc.returncode} before "
-                f"'pbsyslog ready'\n{self.describe()}",
-                pytrace=False,
-            )
-        if not ready:
-            self.stop()
-            pytest.fail(
-                f"pbsyslog did not print 'pbsyslog ready' within {READY_TIMEOUT} s\n"
-                f"{self.describe()}",
-                pytrace=False,
-            )
 
     def wait_for_output(self, text: str, timeout: float) -> bool:
         """Wait until ``text`` appears in the service's output."""
         return bool(wait_for(lambda: text in self.output(), timeout))
 
-    def send_udp(self, line: str | bytes, host: str = LOOPBACK_V4) -> None:
+    def send_udp(self, line: str) -> None:
         """Send one syslog datagram to the service's UDP listener."""
-        data = line.encode() if isinstance(line, str) else line
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(data, (host, self.udp_port))
-
-    def stop(self) -> None:
-        """SIGTERM the service (SIGKILL if it lingers) and collect its last output."""
-        stop_process(self.proc)
-        self._output.join(2.0)
+            sock.sendto(line.encode(), (LOOPBACK_V4, self.udp_port))
 
     def tracebacks(self) -> list[str]:
         """Lines of the output that show an exception reached the log."""
@@ -315,8 +320,10 @@ RSYSLOG_TRANSPORTS = {
 }
 
 
-class Rsyslog:
+class Rsyslog(Daemon):
     """A private ``rsyslogd -n`` forwarding mail.* and daemon.* to a loopback port."""
+
+    name = "rsyslogd"
 
     def __init__(
         self,
@@ -355,23 +362,8 @@ class Rsyslog:
                 + describe_output("rsyslog.conf", self.config_path.read_text()),
                 pytrace=False,
             )
-        self.argv = [RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(self.pid_path)]
-        self.proc = subprocess.Popen(
-            self.argv, cwd=workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._output = OutputCollector(self.proc.stdout)
-        up = wait_for(
-            lambda: self.socket_path.is_socket() or self.proc.poll() is not None,
-            READY_TIMEOUT,
-        )
-        if self.proc.poll() is not None or not up:
-            self.stop()
-            pytest.fail(
-                f"rsyslogd did not create its socket {self.socket_path} within "
-                f"{READY_TIMEOUT} s (status {self.proc.returncode})\n{self.describe()}",
-                pytrace=False,
-            )
+        self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(self.pid_path)], workdir)
+        self.wait_until(self.socket_path.is_socket, f"its socket {self.socket_path}")
 
     def log_text(self) -> str:
         """Everything rsyslog has written to its own log file so far."""
@@ -387,15 +379,9 @@ class Rsyslog:
     def describe(self) -> str:
         """Command line, output and log file, for a failure message."""
         return (
-            f"command: {' '.join(self.argv)}\n"
-            + describe_output("rsyslogd output", self._output.text()) + "\n"
+            super().describe() + "\n"
             + describe_output(f"rsyslog log {self.log_path}", self.log_text()[-4000:])
         )
-
-    def stop(self) -> None:
-        """SIGTERM rsyslogd (SIGKILL if it lingers)."""
-        stop_process(self.proc)
-        self._output.join(2.0)
 
 
 # --------------------------------------------------------------------------
@@ -423,15 +409,17 @@ def ensure_dev_log_mount_point() -> None:
             pytest.fail(f"cannot create the mount point /dev/log: {exc}", pytrace=False)
 
 
-class Dovecot:
+class Dovecot(Daemon):
     """A private Dovecot 2.3 (POP3 + IMAP, plain text) that logs into a given syslog socket."""
 
-    def __init__(self, syslog_socket: Path, log_check: Callable[[str, float], bool] | None = None) -> None:
+    name = "dovecot"
+
+    def __init__(self, syslog: Rsyslog) -> None:
         require_program(DOVECOT, "dovecot-core (dovecot-pop3d, dovecot-imapd)")
         require_program(UNSHARE, "util-linux")
         for protocol, package in (("pop3", "dovecot-pop3d"), ("imap", "dovecot-imapd")):
             require_program(f"/usr/lib/dovecot/{protocol}-login", package)
-        self.syslog_socket = syslog_socket
+        self.syslog = syslog
         # Not under pytest's tmp_path: that tree is mode 0700, and Dovecot's
         # auth process (user dovecot) and mail processes (user mail) must
         # read the passwd-file and write the home directories.
@@ -449,38 +437,29 @@ class Dovecot:
         self.pop3_port = free_port(socket.SOCK_STREAM, both)
         self.imap_port = free_port(socket.SOCK_STREAM, both)
         self.config_path = self.root / "dovecot.conf"
-        self.config_path.write_text(fill_template("dovecot.conf.in", {
+        # Kept in memory too: stop() removes the directory, describe() may come after.
+        self.config_text = fill_template("dovecot.conf.in", {
             "root": self.root, "uid": self.uid, "gid": self.gid,
             "pop3_port": self.pop3_port, "imap_port": self.imap_port,
-        }))
+        })
+        self.config_path.write_text(self.config_text)
         ensure_dev_log_mount_point()
         # unshare execs sh, sh execs dovecot: self.proc.pid is Dovecot's
         # master, and the bind mount vanishes with the namespace.
         script = 'mount --bind "$1" /dev/log && exec "$2" -F -c "$3"'
-        self.argv = [
+        self.spawn([
             UNSHARE, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            str(syslog_socket), DOVECOT, str(self.config_path),
-        ]
-        self.proc = subprocess.Popen(
-            self.argv, cwd=self.root, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self._output = OutputCollector(self.proc.stdout)
-        up = wait_for(lambda: self._pop3_banner() or self.proc.poll() is not None, READY_TIMEOUT)
-        if self.proc.poll() is not None or not up:
-            self.stop()
-            pytest.fail(
-                f"Dovecot did not answer on 127.0.0.1:{self.pop3_port} within "
-                f"{READY_TIMEOUT} s (status {self.proc.returncode})\n{self.describe()}",
-                pytrace=False,
-            )
+            str(syslog.socket_path), DOVECOT, str(self.config_path),
+        ], self.root)
+        self.wait_until(self._pop3_banner, f"a POP3 banner on 127.0.0.1:{self.pop3_port}")
         # Proof that the syslog route works: the master's start-up line must
         # come out of our rsyslog, otherwise no login line ever will.
-        if log_check is not None and not log_check("starting up", READY_TIMEOUT):
+        if not syslog.wait_for_log("starting up", READY_TIMEOUT):
             self.stop()
             pytest.fail(
-                "Dovecot is up, but its 'starting up' line never reached the test "
-                f"rsyslog through the /dev/log bind mount of {syslog_socket}\n{self.describe()}",
+                "Dovecot is up, but its 'starting up' line never reached the test rsyslog "
+                f"through the /dev/log bind mount of {syslog.socket_path}\n"
+                f"{self.describe()}\n{syslog.describe()}",
                 pytrace=False,
             )
 
@@ -492,17 +471,12 @@ class Dovecot:
             return False
 
     def describe(self) -> str:
-        """Command line, config and output, for a failure message."""
-        return (
-            f"command: {' '.join(self.argv)}\n"
-            + describe_output("dovecot.conf", self.config_path.read_text()) + "\n"
-            + describe_output("dovecot output", self._output.text())
-        )
+        """Config, command line and output, for a failure message."""
+        return describe_output("dovecot.conf", self.config_text) + "\n" + super().describe()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Stop Dovecot and remove its directory."""
-        stop_process(self.proc)
-        self._output.join(2.0)
+        super().stop(timeout)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
