@@ -29,7 +29,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -114,12 +114,27 @@ class Pattern:
         found = self.regex.match(message)
         if found is None:
             return None
-        return _event(found, self.kind, self.name, "user" in self.regex.groupindex)
+        groups = self.regex.groupindex
+        return _event(self.kind, self.name, groups["ip"] - 1, groups.get("user", 0) - 1, found.groups())
 
 
-# One compiled rule as the hot loop wants it: bound match method, kind, name,
-# whether the regex has a user group.
-_Rule = tuple[Callable[[str], "re.Match[str] | None"], str, str, bool]
+class _Rule(NamedTuple):
+    """One entry as the hot loop wants it (unpacked there as a plain tuple)."""
+
+    starts: tuple[str, ...] | None  # literal texts every match starts with one of; None: unknown
+    match: Callable[[str], re.Match[str] | None]
+    kind: str
+    name: str
+    ip_group: int  # index into match.groups()
+    user_group: int  # index into match.groups(); -1: the regex has no user group
+
+
+# A program's rules, behind a gate: the union of their literal starts (None
+# when one of them has none), so that most lines of a known program cost one
+# str.startswith and no regex at all.
+_Route = tuple["tuple[str, ...] | None", tuple[_Rule, ...]]
+_UNSEEN: Any = object()
+_MAX_ROUTES = 4096
 
 
 @attrs.frozen(eq=False)
@@ -131,15 +146,20 @@ class PatternTable:
     """
 
     patterns: tuple[Pattern, ...]
-    _dispatch: Mapping[str, tuple[_Rule, ...]] = attrs.field(init=False, repr=False)
+    _dispatch: Mapping[str, _Route] = attrs.field(init=False, repr=False)
+    # program -> route (or None) for every program seen so far, so that any
+    # line, path-style tags (postfix/smtpd) included, costs one dict lookup.
+    # A cache, not state: bounded, and rebuilt the same from _dispatch.
+    _routes: dict[str | None, _Route | None] = attrs.field(init=False, repr=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        dispatch: dict[str, list[_Rule]] = {}
+        by_program: dict[str, list[_Rule]] = {}
         for pattern in self.patterns:
-            rule = (pattern.regex.match, pattern.kind, pattern.name, "user" in pattern.regex.groupindex)
+            rule = _rule(pattern)
             for program in pattern.programs:
-                dispatch.setdefault(program, []).append(rule)
-        object.__setattr__(self, "_dispatch", {p: tuple(r) for p, r in dispatch.items()})
+                by_program.setdefault(program, []).append(rule)
+        dispatch = {program: (_gate(rules), tuple(rules)) for program, rules in by_program.items()}
+        object.__setattr__(self, "_dispatch", dispatch)
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> PatternTable:
@@ -158,29 +178,42 @@ class PatternTable:
 
     def match(self, msg: SyslogMessage) -> AuthEvent | None:
         """Return the event this message reports, or None."""
-        rules = self._dispatch.get(msg.program)  # type: ignore[arg-type]
-        if rules is None:
-            rules = self._by_basename(msg.program)
-            if rules is None:
-                return None
+        route = self._routes.get(msg.program, _UNSEEN)
+        if route is _UNSEEN:
+            route = self._route(msg.program)
+        if route is None:
+            return None
+        gate, rules = route
         text = msg.message
-        for regex_match, kind, name, has_user in rules:
+        if gate is not None and not text.startswith(gate):
+            return None
+        for prefixes, regex_match, kind, name, ip_group, user_group in rules:
+            if prefixes is not None and not text.startswith(prefixes):
+                continue
             found = regex_match(text)
             if found is not None:
                 # The line is this entry's; a bad address drops it rather
                 # than letting a later entry have a go at it.
-                return _event(found, kind, name, has_user)
+                event = _event if len(text) <= _CACHED_LINE else _new_event
+                return event(kind, name, ip_group, user_group, found.groups())
         return None
+
+    def _route(self, program: str | None) -> _Route | None:
+        """Find (and remember, up to _MAX_ROUTES programs) the route for a program."""
+        route = self._dispatch.get(program)  # type: ignore[arg-type]
+        if route is None:
+            route = self._by_basename(program)
+        if len(self._routes) < _MAX_ROUTES:
+            self._routes[program] = route
+        return route
 
     def _rules_for(self, program: str | None) -> tuple[_Rule, ...]:
         """The rules that lines of ``program`` go through (the same routing as ``match``)."""
-        rules = self._dispatch.get(program)  # type: ignore[arg-type]
-        if rules is None:
-            rules = self._by_basename(program)
-        return rules or ()
+        route = self._route(program)
+        return route[1] if route is not None else ()
 
-    def _by_basename(self, program: str | None) -> tuple[_Rule, ...] | None:
-        """The rules for a tag written as a path (/usr/sbin/ipop3d), if its last part has any."""
+    def _by_basename(self, program: str | None) -> _Route | None:
+        """The route for a tag written as a path (/usr/sbin/ipop3d), if its last part has one."""
         if not program or "/" not in program:
             return None
         return self._dispatch.get(_basename(program))
@@ -207,12 +240,6 @@ def normalise_ip(text: str) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
-
-
-# The same few addresses log in again and again; parsing one with ipaddress
-# costs more than the regex that found it.  Bounded, so a flood of distinct
-# addresses costs memory for 4096 of them at most.
-_normalise_cached = functools.lru_cache(maxsize=4096)(normalise_ip)
 
 
 def builtin_entries() -> list[dict[str, Any]]:
@@ -275,13 +302,108 @@ def _basename(program: str) -> str:
     return program.rpartition("/")[2]
 
 
-def _event(found: re.Match[str], kind: str, name: str, has_user: bool) -> AuthEvent | None:
-    """Turn a regex match into an event, or None when the captured address is not one."""
-    ip = _normalise_cached(found.group("ip"))
+def _rule(pattern: Pattern) -> _Rule:
+    """The hot loop's view of an entry."""
+    groups = pattern.regex.groupindex
+    return _Rule(
+        _literal_starts(pattern.regex),
+        pattern.regex.match,
+        pattern.kind,
+        pattern.name,
+        groups["ip"] - 1,
+        groups.get("user", 0) - 1,
+    )
+
+
+def _gate(rules: Sequence[_Rule]) -> tuple[str, ...] | None:
+    """The literal starts of any of ``rules``, or None when one rule has none."""
+    starts: list[str] = []
+    for rule in rules:
+        if rule.starts is None:
+            return None
+        starts.extend(rule.starts)
+    return tuple(dict.fromkeys(starts))
+
+
+_MAX_STARTS = 64
+
+
+def _literal_starts(regex: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Literal texts one of which every match of ``regex`` (at position 0) starts with, or None.
+
+    Only a speed-up, and only ever a reason to skip a regex that could not
+    have matched: it reads the leading literals, alternations and optional
+    groups of the parsed regex and stops at the first thing it does not
+    know.  It uses the re module's own parser (private, hence the broad
+    except: if that changes, matching just runs every regex).
+    """
+    if regex.flags & re.IGNORECASE:
+        return None
+    try:
+        from re import _constants as sre, _parser  # type: ignore[attr-defined]
+
+        starts, _ = _extend_starts(list(_parser.parse(regex.pattern, regex.flags)), [""], sre)
+    except Exception:  # noqa: BLE001 (see docstring)
+        return None
+    if not starts or "" in starts:
+        return None
+    return tuple(dict.fromkeys(starts))
+
+
+def _extend_starts(items: list[Any], starts: list[str], sre: Any) -> tuple[list[str], bool]:
+    """Extend ``starts`` by the literal beginning of ``items``; say whether all of ``items`` was literal."""
+    for op, av in items:
+        if op is sre.AT and av is sre.AT_BEGINNING:
+            continue  # zero-width; true at position 0, where match() starts
+        if op is sre.LITERAL:
+            starts = [s + chr(av) for s in starts]
+        elif op is sre.SUBPATTERN:
+            _, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                return starts, False
+            starts, complete = _extend_starts(list(sub), starts, sre)
+            if not complete:
+                return starts, False
+        elif op is sre.BRANCH:
+            extended: list[str] = []
+            complete = True
+            for alternative in av[1]:
+                more, whole = _extend_starts(list(alternative), starts, sre)
+                extended.extend(more)
+                complete = complete and whole
+            if len(extended) > _MAX_STARTS:
+                return starts, False
+            starts = extended
+            if not complete:
+                return starts, False
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT) and av[0] == 0 and av[1] == 1:
+            more, whole = _extend_starts(list(av[2]), starts, sre)
+            if not whole or len(starts) + len(more) > _MAX_STARTS:
+                return starts, False
+            starts = starts + more
+        else:
+            return starts, False
+    return starts, True
+
+
+def _new_event(kind: str, name: str, ip_group: int, user_group: int, groups: tuple[str | None, ...]) -> AuthEvent | None:
+    """The event for a matched line (its ``groups()``), or None when the captured address is not one."""
+    ip_text = groups[ip_group]
+    ip = normalise_ip(ip_text) if ip_text is not None else None
     if ip is None:
         return None
-    user = found.group("user") if has_user else None
+    user = groups[user_group] if user_group >= 0 else None
     return AuthEvent(kind, ip, name, user or None)
+
+
+# The same few addresses (and users) log in again and again: parsing an
+# address with ipaddress and building a frozen attrs record each cost more
+# than the regex that found them.  Events are immutable, so equal ones can be
+# shared.  The key holds user names that anyone can choose (failed logins),
+# so only short lines are cached, in a bounded cache: at most 1024 entries of
+# at most _CACHED_LINE characters.
+_CACHED_LINE = 300
+_event = functools.lru_cache(maxsize=1024)(_new_event)
 
 
 def _merge(builtin: list[Pattern], extras: list[Pattern]) -> list[Pattern]:
@@ -322,12 +444,19 @@ def _table(patterns: Sequence[Pattern]) -> PatternTable:
     by_name = {p.name: p for p in patterns}
     for owner in patterns:
         for number, sample in enumerate(owner.samples, 1):
-            routed = [by_name[name] for _, _, name, _ in table._rules_for(sample.program)]
+            routed = [by_name[rule.name] for rule in table._rules_for(sample.program)]
             if sample.event is not None and owner not in routed:
                 raise PatternError(
                     owner.name,
                     f"sample {number}: the table sends program {sample.program!r} to "
                     f"{', '.join(p.name for p in routed) or 'no entry'}, not to this one",
+                )
+            expected = owner.apply(sample.message) if sample.event is not None else None
+            if table.match(_message(sample)) != expected:
+                raise PatternError(
+                    owner.name,
+                    f"sample {number} ({_short(sample.message)}): the table does not give what "
+                    "the entry alone gives (a bug in the literal prefilter?)",
                 )
             for other in routed:
                 if other is not owner and other.apply(sample.message) is not None:
