@@ -71,6 +71,8 @@ def stack(
     syslog = rsyslog(port, transport, template)
     imap_pop = dovecot(syslog)
     yield Stack(service, syslog, imap_pop)
+    # Stop this stack before the next transport's starts (the factories
+    # would only stop it at the end of the module); stop() is idempotent.
     imap_pop.stop()
     syslog.stop()
     service.stop()
