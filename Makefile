@@ -39,6 +39,14 @@ deps-build:
 
 deps-test: deps-build
 	$(call apt_ensure,$(DEB_TEST))
+	@# Debian's "No configuration" install leaves no main.cf, and postmap(1)
+	@# refuses to run without one.  Write a minimal, loopback-only one; nothing
+	@# here starts the system's Postfix (the tests run their own instances).
+	@[ -e /etc/postfix/main.cf ] || { printf '%s\n' \
+	    '# Written by pbsyslog'"'"'s `make test` so that postmap(1) runs: Postfix was' \
+	    '# installed with "No configuration".  Replace it when you configure Postfix.' \
+	    'compatibility_level = 3.6' 'inet_interfaces = loopback-only' 'mynetworks_style = host' \
+	    | $(SUDO) tee /etc/postfix/main.cf >/dev/null; echo "wrote a minimal /etc/postfix/main.cf"; }
 
 venv: $(VENV)/.installed
 

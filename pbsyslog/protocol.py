@@ -34,6 +34,8 @@ def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
 class SyslogDatagramProtocol(DatagramProtocol):
     """One syslog message per datagram."""
 
+    noisy = False
+
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
 

@@ -137,3 +137,11 @@ def test_command_line_listener_replaces_config_listeners(pbsyslog_service: Pbsys
     # The file's TCP listener was replaced, so nothing answers on its port.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((LOOPBACK_V4, v6.tcp_port), timeout=2).close()
+
+
+def test_large_datagram_is_not_truncated(service: PbsyslogService) -> None:
+    """A 65,000-byte datagram arrives whole: its end-anchored login line still matches."""
+    line = dovecot_login("192.0.2.14").replace("user=<alice>", "user=<" + "a" * 64_000 + ">")
+    assert 64_000 < len(line) <= 65_507
+    service.send_udp(line)
+    assert lookup_is(service, "192.0.2.14", (0, "OK\n"), MAP_DEADLINE), service.describe()
