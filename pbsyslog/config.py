@@ -50,6 +50,7 @@ class Config:
 
     grace: float = 1800.0
     expire_interval: float = 10.0
+    commit_interval: float = 0.25
     dbfile: str = "var/pop-before-smtp"
     map_value: str = "OK"
     patterns: tuple[str, ...] | str = "all"
@@ -62,7 +63,7 @@ class Config:
     def from_mapping(cls, raw: Mapping[str, Any]) -> Config:
         """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
         known = {
-            "grace", "expire_interval", "dbfile", "map_value", "patterns",
+            "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
             "pattern", "authorise_loopback", "max_frame", "listen",
         }
         unknown = sorted(set(raw) - known)
@@ -75,6 +76,8 @@ class Config:
             kwargs["grace"] = _seconds(raw["grace"], "grace")
         if "expire_interval" in raw:
             kwargs["expire_interval"] = _seconds(raw["expire_interval"], "expire_interval")
+        if "commit_interval" in raw:
+            kwargs["commit_interval"] = _seconds(raw["commit_interval"], "commit_interval", allow_zero=True)
         if "dbfile" in raw:
             kwargs["dbfile"] = _dbfile(raw["dbfile"], "dbfile")
         if "map_value" in raw:
@@ -120,6 +123,11 @@ class Config:
                 f"expire_interval ({self.expire_interval:g} s) must be below "
                 f"grace ({self.grace:g} s)"
             )
+        if self.commit_interval > 0.5:
+            raise ConfigError(
+                f"commit_interval ({self.commit_interval:g} s) must be at most 0.5 s: "
+                "a client that just logged in must be able to relay within a second"
+            )
         if not self.listen:
             raise ConfigError("listen: at least one listener is needed")
         seen: set[tuple[str, str, int]] = set()
@@ -164,10 +172,10 @@ def _port_text(port: str, text: str, protocol: str) -> int:
     return int(port)
 
 
-def _seconds(value: Any, key: str) -> float:
+def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
     return float(value)
 

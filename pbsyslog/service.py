@@ -1,9 +1,11 @@
 """Service: wiring of listeners, pipeline, tracker, map and expiry clock.
 
 Contract: the only module that reads the clock (``reactor.seconds()``) and
-owns the expiry ``LoopingCall``.  Additions that arrive during one reactor
-turn are committed to the map as one batch on the next turn; removals are
-committed by the expiry tick.  Nothing here raises into the reactor: a
+owns the expiry ``LoopingCall``.  Additions are coalesced: the first one
+after a quiet spell is committed on the next reactor turn, and later ones at
+most once per ``commit_interval`` (so a burst of 1,000 logins costs a few
+commits, i.e. a few smtpd restarts, not 1,000); removals are committed by
+the expiry tick.  Nothing here raises into the reactor: a
 failed map write is logged and the map is healed from the tracker's state
 on the next tick.
 """
@@ -39,6 +41,7 @@ class PbsyslogService(Service):
         self._pending: dict[str, str] = {}
         self._flush_call: Any = None
         self._dirty = False
+        self._last_commit = float("-inf")
         self._expiry = LoopingCall(self.tick)
         self._expiry.clock = reactor
 
@@ -93,7 +96,12 @@ class PbsyslogService(Service):
         ip, pattern = added
         self._pending[ip] = pattern
         if self._flush_call is None or not self._flush_call.active():
-            self._flush_call = self.reactor.callLater(0, self.flush)
+            # Coalesce: an isolated login is committed on the next reactor
+            # turn; during a burst, at most one commit per commit_interval
+            # (each commit makes every idle smtpd restart).
+            now = self.reactor.seconds()
+            delay = max(0.0, self._last_commit + self.config.commit_interval - now)
+            self._flush_call = self.reactor.callLater(delay, self.flush)
 
     def flush(self) -> None:
         """Commit the additions collected since the last flush as one batch."""
@@ -103,6 +111,7 @@ class PbsyslogService(Service):
             return
         try:
             self.map.apply(add=adds)
+            self._last_commit = self.reactor.seconds()
         except Exception:
             self._dirty = True
             log.failure("map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)

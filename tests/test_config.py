@@ -26,6 +26,8 @@ def test_sample_config_loads_with_documented_defaults() -> None:
         ({"grace": -1}, "grace"),
         ({"grace": 5, "expire_interval": 10}, "expire_interval"),
         ({"dbfile": "x.db"}, "dbfile"),
+        ({"commit_interval": 2}, "commit_interval"),
+        ({"commit_interval": -0.1}, "commit_interval"),
         ({"map_value": ""}, "map_value"),
         ({"patterns": []}, "patterns"),
         ({"patterns": "dovecot"}, "patterns"),

@@ -199,3 +199,31 @@ def test_unknown_pattern_name_is_usage_error(tmp_path: Path) -> None:
     conf.write_text('patterns = ["no-such-daemon"]\n')
     with pytest.raises(usage.UsageError, match="no-such-daemon"):
         Options().parseOptions(["--config", str(conf)])
+
+
+def test_burst_is_coalesced_by_commit_interval(tmp_path: Path) -> None:
+    """Logins spread over one second cost one commit per commit_interval, each within it of arrival."""
+    service, reactor = start(tmp_path, commit_interval=0.25)
+    commits: list[float] = []
+    original = service.map.apply
+    service.map.apply = lambda **kw: (commits.append(reactor.seconds()), original(**kw))[1]
+    for i in range(100):
+        service.receive(LOGIN % b"192.0.2.%d" % i, "127.0.0.1")
+        reactor.advance(0.01)
+    reactor.advance(0.5)
+    assert map_keys(tmp_path) == {f"192.0.2.{i}" for i in range(100)}
+    assert 4 <= len(commits) <= 6, commits
+    assert all(b - a >= 0.25 - 1e-9 for a, b in zip(commits, commits[1:])), commits
+    service.stopService()
+
+
+def test_isolated_login_is_committed_at_once(tmp_path: Path) -> None:
+    """After a quiet spell, a login is committed on the next reactor turn, not after commit_interval."""
+    service, reactor = start(tmp_path, commit_interval=0.25)
+    service.receive(LOGIN % b"192.0.2.1", "127.0.0.1")
+    reactor.advance(0)
+    reactor.advance(3)
+    service.receive(LOGIN % b"192.0.2.2", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == {"192.0.2.1", "192.0.2.2"}
+    service.stopService()
