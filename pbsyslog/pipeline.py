@@ -47,8 +47,8 @@ class Pipeline:
         self.authorise_loopback = authorise_loopback
         self.counters = Counters()
 
-    def feed(self, frame: bytes, now: float) -> tuple[str, str] | None:
-        """Handle one frame; return (ip, pattern) when it newly authorises an IP."""
+    def feed(self, frame: bytes, now: float) -> tuple[str, str, str] | None:
+        """Handle one frame; return (ip, pattern, "added"|"extended") when it moved a deadline."""
         counters = self.counters
         counters.frames += 1
         try:
@@ -67,6 +67,7 @@ class Pipeline:
         if not may_relay(event.ip, self.authorise_loopback):
             counters.refused += 1
             return None
-        if self.tracker.login(event.ip, now):
-            return event.ip, event.pattern
-        return None
+        change = self.tracker.login(event.ip, now, event.pattern)
+        if change is None:
+            return None
+        return event.ip, event.pattern, change

@@ -12,6 +12,7 @@ on the next tick.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,10 +20,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pbsyslog.config import Config
-from pbsyslog.mapfile import MapFile
+from pbsyslog.mapfile import DBError, MapFile
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.protocol import MAX_DATAGRAM, SyslogDatagramProtocol, SyslogStreamFactory
+from pbsyslog.state import StateJournal
 from pbsyslog.tracker import Tracker
 
 log = Logger(namespace="pbsyslog")
@@ -37,37 +39,55 @@ class PbsyslogService(Service):
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
         self.map: MapFile | None = None
+        self.journal = StateJournal(config.dbfile + ".state")
         self.ports: list[Any] = []
-        self._pending: dict[str, str] = {}
+        self._pending_adds: set[str] = set()
+        self._pending_state: set[str] = set()
         self._flush_call: Any = None
         self._dirty = False
+        self._state_dirty = False
         self._last_commit = float("-inf")
         self._expiry = LoopingCall(self.tick)
         self._expiry.clock = reactor
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
-        self.map = MapFile(self.config.dbfile, self.config.map_value)
-        _, stale = self.map.replace_all(self.tracker.ips())
+        self.map = open_map(self.config.dbfile, self.config.map_value, self.reactor.seconds())
+        added, stale = self.map.replace_all(self.tracker.ips())
         for ip in sorted(stale):
-            log.info("removed {ip} from map (stale at start-up)", ip=ip)
+            log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
+        for ip in sorted(added):
+            log.info("added {ip} to map (restored)", ip=ip)
         for listener in self.config.listen:
             self.ports.append(self._listen(listener))
         self._expiry.start(self.config.expire_interval, now=False)
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
 
+    def _restore_state(self) -> None:
+        loaded = self.journal.load(self.reactor.seconds())
+        for ip, deadline in loaded.deadlines.items():
+            self.tracker.restore(ip, deadline, loaded.patterns.get(ip, ""))
+        if loaded.bad_lines:
+            log.warn("{path}: skipped {n} unreadable lines", path=self.journal.path, n=loaded.bad_lines)
+        if loaded.deadlines:
+            log.info("restored {n} authorisations from {path}", n=len(loaded.deadlines), path=self.journal.path)
+        self.journal.compact(self.tracker.entries())
+
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()
         if self._expiry.running:
             self._expiry.stop()
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-            self.flush()
         ports, self.ports = self.ports, []
         for port in ports:
             port.stopListening()
+        # Nothing authorised is lost by a clean stop: the last batch goes out now.
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self.flush()
+        self.journal.close()
         if self.map is not None:
             self.map.close()
             self.map = None
@@ -89,24 +109,38 @@ class PbsyslogService(Service):
         return port
 
     def receive(self, frame: bytes, peer: str) -> None:
-        """Handle one frame from ``peer``; schedule a map commit if it authorised an IP."""
-        added = self.pipeline.feed(frame, self.reactor.seconds())
-        if added is None:
+        """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
+        change = self.pipeline.feed(frame, self.reactor.seconds())
+        if change is None:
             return
-        ip, pattern = added
-        self._pending[ip] = pattern
+        ip, _, kind = change
+        self._pending_state.add(ip)
+        if kind == "added":
+            self._pending_adds.add(ip)
         if self._flush_call is None or not self._flush_call.active():
             # Coalesce: an isolated login is committed on the next reactor
             # turn; during a burst, at most one commit per commit_interval
-            # (each commit makes every idle smtpd restart).
+            # (each map commit makes every idle smtpd restart).
             now = self.reactor.seconds()
             delay = max(0.0, self._last_commit + self.config.commit_interval - now)
             self._flush_call = self.reactor.callLater(delay, self.flush)
 
     def flush(self) -> None:
-        """Commit the additions collected since the last flush as one batch."""
-        pending, self._pending = self._pending, {}
-        adds = {ip: pattern for ip, pattern in pending.items() if ip in self.tracker}
+        """Commit what changed since the last flush: journal first, then the map."""
+        state, self._pending_state = self._pending_state, set()
+        adds, self._pending_adds = self._pending_adds, set()
+        tracker = self.tracker
+        entries = {}
+        for ip in state:
+            deadline = tracker.deadline(ip)
+            if deadline is not None:
+                entries[ip] = (deadline, tracker.pattern(ip) or "")
+        try:
+            self.journal.append(entries)
+        except Exception:
+            self._state_dirty = True
+            log.failure("state journal write failed; will rewrite {path} from memory", path=self.journal.path)
+        adds = {ip for ip in adds if ip in tracker}
         if not adds or self.map is None:
             return
         try:
@@ -116,11 +150,11 @@ class PbsyslogService(Service):
             self._dirty = True
             log.failure("map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
             return
-        for ip, pattern in adds.items():
-            log.info("added {ip} to map ({pattern})", ip=ip, pattern=pattern)
+        for ip in sorted(adds):
+            log.info("added {ip} to map ({pattern})", ip=ip, pattern=tracker.pattern(ip))
 
     def tick(self) -> None:
-        """Expire what is due and heal the map after a failed write; never raises."""
+        """Expire what is due, heal the map after a failed write, compact the journal; never raises."""
         try:
             removed = self.tracker.expire(self.reactor.seconds())
             if self.map is None:
@@ -136,6 +170,25 @@ class PbsyslogService(Service):
         except Exception:
             self._dirty = True
             log.failure("expiry tick failed; will rebuild the map on the next tick")
+        try:
+            if self._state_dirty or self.journal.lines > 2 * len(self.tracker) + 10_000:
+                self.journal.compact(self.tracker.entries())
+                self._state_dirty = False
+        except Exception:
+            self._state_dirty = True
+            log.failure("compacting {path} failed; will retry", path=self.journal.path)
+
+
+def open_map(path: str, value: str, now: float) -> MapFile:
+    """Open (create) the map; a file Berkeley DB cannot open is moved aside and replaced."""
+    try:
+        return MapFile(path, value)
+    except DBError as e:
+        aside = f"{path}.db.corrupt-{int(now)}"
+        os.rename(path + ".db", aside)
+        log.warn("{path}.db could not be opened ({error}); moved it to {aside} and made a new one",
+                 path=path, error=e, aside=aside)
+        return MapFile(path, value)
 
 
 def build(config: Config, reactor: Any) -> PbsyslogService:

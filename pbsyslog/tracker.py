@@ -24,6 +24,7 @@ class Tracker:
             raise ValueError("grace must be positive")
         self.grace = grace
         self._deadline: dict[str, float] = {}
+        self._pattern: dict[str, str] = {}
         self._heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
@@ -40,19 +41,38 @@ class Tracker:
         """Return the currently authorised IPs."""
         return frozenset(self._deadline)
 
-    def login(self, ip: str, now: float) -> bool:
-        """Authorise ``ip`` until now + grace; return True if it was not authorised before."""
-        deadline = now + self.grace
+    def pattern(self, ip: str) -> str | None:
+        """Return the name of the pattern whose login last set ``ip``'s deadline."""
+        return self._pattern.get(ip)
+
+    def entries(self) -> dict[str, tuple[float, str]]:
+        """Return {ip: (deadline, pattern)} for every authorised IP."""
+        return {ip: (d, self._pattern.get(ip, "")) for ip, d in self._deadline.items()}
+
+    def login(self, ip: str, now: float, pattern: str = "") -> str | None:
+        """Authorise ``ip`` until now + grace.
+
+        Returns "added" for an IP that was not authorised, "extended" when
+        its deadline moved, None when nothing changed.
+        """
+        return self._set(ip, now + self.grace, pattern)
+
+    def restore(self, ip: str, deadline: float, pattern: str = "") -> str | None:
+        """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``."""
+        return self._set(ip, deadline, pattern)
+
+    def _set(self, ip: str, deadline: float, pattern: str) -> str | None:
         previous = self._deadline.get(ip)
         if previous is not None and previous >= deadline:
             # A clock that stepped back must not shorten a live authorisation
             # here; only expire() takes IPs away.
-            return False
+            return None
         self._deadline[ip] = deadline
+        self._pattern[ip] = pattern
         heapq.heappush(self._heap, (deadline, ip))
         if len(self._heap) > 2 * len(self._deadline) + 1024:
             self._compact()
-        return previous is None
+        return "added" if previous is None else "extended"
 
     def expire(self, now: float) -> list[str]:
         """Remove and return every IP whose deadline is at or before ``now``."""
@@ -63,6 +83,7 @@ class Tracker:
             deadline, ip = heapq.heappop(heap)
             if deadlines.get(ip) == deadline:
                 del deadlines[ip]
+                del self._pattern[ip]
                 removed.append(ip)
         return removed
 

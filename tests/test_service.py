@@ -227,3 +227,80 @@ def test_isolated_login_is_committed_at_once(tmp_path: Path) -> None:
     reactor.advance(0)
     assert map_keys(tmp_path) == {"192.0.2.1", "192.0.2.2"}
     service.stopService()
+
+
+def restart(tmp_path: Path, service: Any, at: float, **settings: Any) -> tuple[Any, Reactor]:
+    """Stop ``service`` and start a new one on a fresh reactor whose clock reads ``at``."""
+    service.stopService()
+    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, **settings}
+    reactor = Reactor()
+    reactor.advance(at)
+    new = build(Config.from_mapping(raw), reactor)
+    new.startService()
+    return new, reactor
+
+
+def test_restart_keeps_original_deadlines(tmp_path: Path) -> None:
+    """After a restart an authorisation keeps its first deadline: not lost, not renewed."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"192.0.2.30", "127.0.0.1")
+    reactor.advance(0)
+    service, reactor = restart(tmp_path, service, at=40)
+    assert map_keys(tmp_path) == {"192.0.2.30"}
+    assert service.tracker.deadline("192.0.2.30") == 60
+    assert service.tracker.pattern("192.0.2.30") == "dovecot-login"
+    reactor.advance(20)
+    assert map_keys(tmp_path) == set()
+    service.stopService()
+
+
+def test_expired_entries_do_not_come_back(tmp_path: Path) -> None:
+    """An authorisation whose grace ran out while the service was down is not restored."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"192.0.2.31", "127.0.0.1")
+    reactor.advance(0)
+    service, reactor = restart(tmp_path, service, at=61)
+    assert map_keys(tmp_path) == set()
+    assert len(service.tracker) == 0
+    service.stopService()
+
+
+def test_refreshed_deadline_survives_restart(tmp_path: Path) -> None:
+    """A second login's later deadline is what a restart restores."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"192.0.2.32", "127.0.0.1")
+    reactor.advance(30)
+    service.receive(LOGIN % b"192.0.2.32", "127.0.0.1")
+    reactor.advance(0)
+    service, reactor = restart(tmp_path, service, at=70)
+    assert service.tracker.deadline("192.0.2.32") == 90
+    assert map_keys(tmp_path) == {"192.0.2.32"}
+    service.stopService()
+
+
+def test_clean_stop_writes_last_batch(tmp_path: Path) -> None:
+    """A login still waiting for its coalesced commit is written when the service stops."""
+    service, reactor = start(tmp_path, commit_interval=0.5)
+    service.receive(LOGIN % b"192.0.2.33", "127.0.0.1")
+    reactor.advance(0)
+    service.receive(LOGIN % b"192.0.2.34", "127.0.0.1")
+    assert map_keys(tmp_path) == {"192.0.2.33"}
+    service.stopService()
+    assert map_keys(tmp_path) == {"192.0.2.33", "192.0.2.34"}
+    service, _ = restart(tmp_path, service, at=1)
+    assert service.tracker.ips() == {"192.0.2.33", "192.0.2.34"}
+    service.stopService()
+
+
+def test_corrupt_map_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    """A map file Berkeley DB cannot open is renamed and replaced by one built from state."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % b"192.0.2.35", "127.0.0.1")
+    reactor.advance(0)
+    service.stopService()
+    (tmp_path / "map.db").write_bytes(b"this is not a Berkeley DB file" * 100)
+    service, _ = restart(tmp_path, service, at=10)
+    assert map_keys(tmp_path) == {"192.0.2.35"}
+    aside = list(tmp_path.glob("map.db.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    service.stopService()

@@ -6,7 +6,8 @@ from pbsyslog.tracker import Tracker
 def test_login_authorises_until_grace_runs_out() -> None:
     """A login makes the IP present until now + grace, and expire removes it then."""
     t = Tracker(grace=30)
-    assert t.login("192.0.2.1", now=100) is True
+    assert t.login("192.0.2.1", now=100, pattern="dovecot-login") == "added"
+    assert t.pattern("192.0.2.1") == "dovecot-login"
     assert "192.0.2.1" in t
     assert t.expire(129.9) == []
     assert t.expire(130) == ["192.0.2.1"]
@@ -17,7 +18,7 @@ def test_new_login_refreshes_deadline() -> None:
     """A second login moves the deadline and is not reported as new."""
     t = Tracker(grace=30)
     t.login("192.0.2.1", now=100)
-    assert t.login("192.0.2.1", now=120) is False
+    assert t.login("192.0.2.1", now=120) == "extended"
     assert t.deadline("192.0.2.1") == 150
     assert t.expire(140) == []
     assert t.expire(150) == ["192.0.2.1"]
@@ -27,7 +28,7 @@ def test_clock_stepping_back_does_not_shorten() -> None:
     """A login with an earlier receive time keeps the later deadline."""
     t = Tracker(grace=30)
     t.login("192.0.2.1", now=100)
-    t.login("192.0.2.1", now=50)
+    assert t.login("192.0.2.1", now=50) is None
     assert t.deadline("192.0.2.1") == 130
 
 
@@ -48,3 +49,12 @@ def test_many_refreshes_keep_heap_bounded() -> None:
     assert len(t._heap) <= 2 * len(t) + 1025
     assert t.expire(10_008) == []
     assert t.expire(10_009) == ["192.0.2.1"]
+
+
+def test_restore_keeps_given_deadline() -> None:
+    """Restored state keeps its own deadline and pattern, and expires on it."""
+    t = Tracker(grace=30)
+    assert t.restore("192.0.2.1", 105.5, "courier-login") == "added"
+    assert t.entries() == {"192.0.2.1": (105.5, "courier-login")}
+    assert t.expire(105.5) == ["192.0.2.1"]
+    assert t.pattern("192.0.2.1") is None

@@ -1,0 +1,119 @@
+"""Restart-safe state: an append-only journal of deadlines next to the map.
+
+Contract: the tracker's deadlines survive a restart or a crash.  Each map
+commit first appends one line per IP whose deadline was set or extended
+(``+ IP DEADLINE PATTERN``; ``- IP`` removes one), so after a restart every
+authorisation keeps its original deadline and nothing that expired comes
+back.  The file is compacted (live entries written to a temporary file,
+fsync, ``rename()``) at start-up and when stale lines pile up.
+
+Deadlines are wall-clock seconds (what ``reactor.seconds()`` returns).  The
+last line for an IP wins; since deadlines only ever grow, replay order is
+never ambiguous.
+
+How it fails: ``load`` skips lines it cannot read (a line torn by a crash,
+or garbage) and reports how many; it never raises for the file's content.
+``append`` and ``compact`` raise OSError, which the service logs before
+retrying on the next commit.  Appends are written to the kernel at once
+(they survive the process being killed) but fsync'd only at compaction: a
+power cut may lose the last few seconds of logins, never corrupt the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+
+@attrs.frozen
+class Loaded:
+    """What a journal held: live deadlines (and the pattern that set each) and how many lines were unreadable."""
+
+    deadlines: dict[str, float]
+    patterns: dict[str, str]
+    bad_lines: int
+
+
+class StateJournal:
+    """The journal file ``PATH`` (by convention ``<dbfile>.state``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lines = 0
+        self._file = None
+
+    def load(self, now: float) -> Loaded:
+        """Read the journal; return the entries whose deadline is after ``now``."""
+        deadlines: dict[str, float] = {}
+        patterns: dict[str, str] = {}
+        bad = 0
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return Loaded({}, {}, 0)
+        with f:
+            for raw in f:
+                self._lines += 1
+                if not raw.endswith(b"\n"):
+                    bad += 1  # torn by a crash mid-write
+                    continue
+                fields = raw.decode("ascii", errors="replace").split()
+                if len(fields) == 4 and fields[0] == "+":
+                    try:
+                        deadline = float(fields[2])
+                    except ValueError:
+                        bad += 1
+                        continue
+                    if deadline > deadlines.get(fields[1], float("-inf")):
+                        deadlines[fields[1]] = deadline
+                    patterns[fields[1]] = fields[3]
+                elif len(fields) == 2 and fields[0] == "-":
+                    deadlines.pop(fields[1], None)
+                    patterns.pop(fields[1], None)
+                else:
+                    bad += 1
+        live = {ip: d for ip, d in deadlines.items() if d > now}
+        return Loaded(live, {ip: patterns[ip] for ip in live}, bad)
+
+    @property
+    def lines(self) -> int:
+        """Lines in the file (as far as this process knows): the compaction trigger."""
+        return self._lines
+
+    def append(self, set_: Mapping[str, tuple[float, str]] = {}, removed: Iterable[str] = ()) -> None:
+        """Record new deadlines ``{ip: (deadline, pattern)}`` and removals, in one write."""
+        parts = [f"+ {ip} {deadline!r} {pattern or '-'}\n" for ip, (deadline, pattern) in set_.items()]
+        parts += [f"- {ip}\n" for ip in removed]
+        if not parts:
+            return
+        if self._file is None:
+            self._file = open(self.path, "ab", buffering=0)
+        self._file.write("".join(parts).encode("ascii"))
+        self._lines += len(parts)
+
+    def compact(self, entries: Mapping[str, tuple[float, str]]) -> None:
+        """Replace the journal by exactly ``entries`` ({ip: (deadline, pattern)}), atomically."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write("".join(
+                f"+ {ip} {deadline!r} {pattern or '-'}\n" for ip, (deadline, pattern) in entries.items()
+            ).encode("ascii"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path)
+        self.close()
+        self._lines = len(entries)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def close(self) -> None:
+        """Close the append handle (the next append reopens)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
