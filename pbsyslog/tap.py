@@ -8,6 +8,7 @@ non-zero before any port is bound.  The global reactor is imported only in
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.python import usage
@@ -45,6 +46,7 @@ class Options(usage.Options):
         try:
             self.config = self._build_config()
             load_table(self.config.patterns, extra=self.config.extra_patterns)
+            check_map_directory(self.config.dbfile)
         except (ConfigError, PatternError) as e:
             raise usage.UsageError(str(e)) from None
 
@@ -53,6 +55,15 @@ class Options(usage.Options):
         listeners = [parse_hostport(v, "udp") for v in self["udp"]]
         listeners += [parse_hostport(v, "tcp") for v in self["tcp"]]
         return config.override(grace=self["grace"], dbfile=self["dbfile"], listen=listeners)
+
+
+def check_map_directory(dbfile: str) -> None:
+    """Refuse to start when the map's directory is missing or not writable (the map is created there)."""
+    directory = os.path.dirname(os.path.abspath(dbfile))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"dbfile: directory {directory} does not exist (create it; the map is made there)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"dbfile: directory {directory} is not writable by this user")
 
 
 def makeService(options: Options) -> Any:  # noqa: N802

@@ -185,7 +185,13 @@ def test_options_override_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--grace", "x"], ["--udp", "nowhere"], ["--config", "/nonexistent.toml"], ["--grace", "5"]],
+    [
+        ["--grace", "x"],
+        ["--udp", "nowhere"],
+        ["--config", "/nonexistent.toml"],
+        ["--grace", "5"],
+        ["--dbfile", "/nonexistent-dir/map"],
+    ],
 )
 def test_bad_options_are_usage_errors(argv: list[str]) -> None:
     """Bad options or config raise UsageError (twistd prints it and exits non-zero)."""
