@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from pbsyslog.trust import LOOPBACK, is_loopback_only, parse_network
+
 PROTOCOLS = ("udp", "tcp")
 
 
@@ -32,6 +34,8 @@ class Listener:
     protocol: str
     host: str
     port: int
+    # Sender networks (CIDR strings, normalised) allowed to send to this listener.
+    allow: tuple[str, ...] = LOOPBACK
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -56,6 +60,7 @@ class Config:
     patterns: tuple[str, ...] | str = "all"
     extra_patterns: tuple[Mapping[str, Any], ...] = ()
     authorise_loopback: bool = False
+    insecure_remote: bool = False
     max_frame: int = 65536
     listen: tuple[Listener, ...] = DEFAULT_LISTENERS
 
@@ -64,7 +69,7 @@ class Config:
         """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
         known = {
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
-            "pattern", "authorise_loopback", "max_frame", "listen",
+            "pattern", "authorise_loopback", "insecure_remote", "max_frame", "listen",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -88,6 +93,8 @@ class Config:
             kwargs["extra_patterns"] = _extra_patterns(raw["pattern"])
         if "authorise_loopback" in raw:
             kwargs["authorise_loopback"] = _bool(raw["authorise_loopback"], "authorise_loopback")
+        if "insecure_remote" in raw:
+            kwargs["insecure_remote"] = _bool(raw["insecure_remote"], "insecure_remote")
         if "max_frame" in raw:
             kwargs["max_frame"] = _int(raw["max_frame"], "max_frame", 480, 16 * 1024 * 1024)
         if "listen" in raw:
@@ -100,6 +107,7 @@ class Config:
         grace: str | float | None = None,
         dbfile: str | None = None,
         listen: Sequence[Listener] = (),
+        allow: Sequence[str] = (),
     ) -> Config:
         """Return a copy with command-line overrides applied, checked like the file's values."""
         changes: dict[str, Any] = {}
@@ -114,6 +122,11 @@ class Config:
             changes["dbfile"] = _dbfile(dbfile, "--dbfile")
         if listen:
             changes["listen"] = tuple(listen)
+        if allow:
+            networks = _networks(list(allow), "--allow")
+            changes["listen"] = tuple(
+                attrs.evolve(l, allow=networks) for l in changes.get("listen", self.listen)
+            )
         return attrs.evolve(self, **changes).checked()
 
     def checked(self) -> Config:
@@ -132,6 +145,15 @@ class Config:
             raise ConfigError("listen: at least one listener is needed")
         seen: set[tuple[str, str, int]] = set()
         for listener in self.listen:
+            remote = [n for n in listener.allow if not is_loopback_only(parse_network(n))]
+            if remote and not self.insecure_remote:
+                raise ConfigError(
+                    f"listen {listener}: allow lists {', '.join(remote)}, but this is plain "
+                    f"{listener.protocol.upper()}: anyone who can send one forged login line "
+                    "(UDP sources are trivially spoofed) can relay spam through your mail "
+                    "server. Forward over TLS with client certificates instead, or set "
+                    "insecure_remote = true if the network path is trusted."
+                )
             key = (listener.protocol, listener.host, listener.port)
             if key in seen and listener.port != 0:
                 raise ConfigError(f"listen: {listener} is given twice")
@@ -242,9 +264,9 @@ def _listeners(value: Any) -> tuple[Listener, ...]:
 def _listener(item: Any, where: str) -> Listener:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: expected a table with protocol, host, port")
-    unknown = sorted(set(item) - {"protocol", "host", "port"})
+    unknown = sorted(set(item) - {"protocol", "host", "port", "allow"})
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: host, port, protocol)")
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: allow, host, port, protocol)")
     protocol = item.get("protocol")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{where}.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -256,4 +278,17 @@ def _listener(item: Any, where: str) -> Listener:
     if "port" not in item:
         raise ConfigError(f"{where}.port: missing")
     port = _int(item["port"], f"{where}.port", 0, 65535)
-    return Listener(protocol, str(address), port)
+    allow = _networks(item["allow"], f"{where}.allow") if "allow" in item else LOOPBACK
+    return Listener(protocol, str(address), port, allow)
+
+
+def _networks(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: expected a non-empty list of networks such as \"192.0.2.0/28\"")
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(parse_network(item)))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: {item!r} is not an address or CIDR network") from None
+    return tuple(networks)

@@ -5,6 +5,11 @@ Contract: thin Twisted wrappers around the sans-I/O framing in
 each complete frame goes to ``sink(frame, peer_host)``.  A sink must not
 raise; if it does anyway, the error is logged here and the connection and
 the listener stay up.
+
+Trust is checked first, before any byte is framed: a datagram from a peer
+that ``allowed(host)`` refuses is dropped, and a TCP connection from one is
+never given a protocol (Twisted closes it at once); ``refused(host)`` is
+told either way, to count and warn.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from twisted.logger import Logger
 from pbsyslog.framing import StreamFramer, datagram_frame
 
 Sink = Callable[[bytes, str], None]
+Check = Callable[[str], bool]
+Notify = Callable[[str], None]
 
 # The largest UDP payload there is; Twisted's default (8192) would truncate.
 MAX_DATAGRAM = 65535
@@ -36,10 +43,15 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, allowed: Check, refused: Notify) -> None:
         self._sink = sink
+        self._allowed = allowed
+        self._refused = refused
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802 (Twisted's name)
+        if not self._allowed(addr[0]):
+            self._refused(addr[0])
+            return
         frame = datagram_frame(data)
         if frame is not None:
             _deliver(self._sink, frame, addr[0])
@@ -66,9 +78,15 @@ class SyslogStreamFactory(Factory):
 
     noisy = False
 
-    def __init__(self, sink: Sink, max_frame: int) -> None:
+    def __init__(self, sink: Sink, max_frame: int, allowed: Check, refused: Notify) -> None:
         self._sink = sink
         self._max_frame = max_frame
+        self._allowed = allowed
+        self._refused = refused
 
-    def buildProtocol(self, addr: object) -> SyslogStreamProtocol:  # noqa: N802
+    def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:  # noqa: N802
+        host = getattr(addr, "host", "")
+        if not self._allowed(host):
+            self._refused(host)
+            return None  # Twisted closes the connection before reading a byte
         return SyslogStreamProtocol(self._sink, self._max_frame)

@@ -26,6 +26,7 @@ from pbsyslog.pipeline import Pipeline
 from pbsyslog.protocol import MAX_DATAGRAM, SyslogDatagramProtocol, SyslogStreamFactory
 from pbsyslog.state import StateJournal
 from pbsyslog.tracker import Tracker
+from pbsyslog.trust import SenderFilter
 
 log = Logger(namespace="pbsyslog")
 
@@ -41,6 +42,8 @@ class PbsyslogService(Service):
         self.map: MapFile | None = None
         self.journal = StateJournal(config.dbfile + ".state")
         self.ports: list[Any] = []
+        self.untrusted = 0
+        self._warned: dict[str, float] = {}
         self._pending_adds: set[str] = set()
         self._pending_state: set[str] = set()
         self._flush_call: Any = None
@@ -93,20 +96,35 @@ class PbsyslogService(Service):
             self.map = None
 
     def _listen(self, listener: Any) -> Any:
+        allowed = SenderFilter(listener.allow).allows
         if listener.protocol == "udp":
             port = self.reactor.listenUDP(
-                listener.port, SyslogDatagramProtocol(self.receive),
+                listener.port, SyslogDatagramProtocol(self.receive, allowed, self.refused),
                 interface=listener.host, maxPacketSize=MAX_DATAGRAM,
             )
         else:
             port = self.reactor.listenTCP(
-                listener.port, SyslogStreamFactory(self.receive, self.config.max_frame),
+                listener.port,
+                SyslogStreamFactory(self.receive, self.config.max_frame, allowed, self.refused),
                 interface=listener.host,
             )
         bound = port.getHost()
         host = f"[{bound.host}]" if ":" in bound.host else bound.host
         log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
         return port
+
+    def refused(self, peer: str) -> None:
+        """Count a frame or connection from an untrusted peer; warn at most once a minute per peer."""
+        self.untrusted += 1
+        now = self.reactor.seconds()
+        last = self._warned.get(peer)
+        if last is not None and now - last < 60:
+            return
+        if len(self._warned) >= 1024:  # bounded: a spoofing flood cannot grow it
+            self._warned.clear()
+        self._warned[peer] = now
+        log.warn("refused syslog from untrusted sender {peer} (not in the listener's allow list); "
+                 "{n} refused so far", peer=peer, n=self.untrusted)
 
     def receive(self, frame: bytes, peer: str) -> None:
         """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""

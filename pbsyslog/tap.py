@@ -20,7 +20,10 @@ from pbsyslog.patterns import PatternError, load_table
 class Options(usage.Options):
     """``twistd pbsyslog`` options; each overrides the config file."""
 
-    synopsis = "[--config FILE] [--udp HOST:PORT]... [--tcp HOST:PORT]... [--dbfile PATH] [--grace SECONDS]"
+    synopsis = (
+        "[--config FILE] [--udp HOST:PORT]... [--tcp HOST:PORT]... [--allow CIDR]... "
+        "[--dbfile PATH] [--grace SECONDS]"
+    )
 
     optParameters = [
         ["config", "c", None, "TOML config file (default: built-in defaults)"],
@@ -32,11 +35,16 @@ class Options(usage.Options):
         super().__init__()
         self["udp"] = []
         self["tcp"] = []
+        self["allow"] = []
         self.config: Config | None = None
 
     def opt_udp(self, value: str) -> None:
         """Listen for syslog on UDP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
         self["udp"].append(value)
+
+    def opt_allow(self, value: str) -> None:
+        """Allow syslog from this sender network (CIDR); repeatable, replaces every listener's allow list."""
+        self["allow"].append(value)
 
     def opt_tcp(self, value: str) -> None:
         """Listen for syslog on TCP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
@@ -54,7 +62,9 @@ class Options(usage.Options):
         config = load(self["config"]) if self["config"] else Config()
         listeners = [parse_hostport(v, "udp") for v in self["udp"]]
         listeners += [parse_hostport(v, "tcp") for v in self["tcp"]]
-        return config.override(grace=self["grace"], dbfile=self["dbfile"], listen=listeners)
+        return config.override(
+            grace=self["grace"], dbfile=self["dbfile"], listen=listeners, allow=self["allow"]
+        )
 
 
 def check_map_directory(dbfile: str) -> None:

@@ -35,7 +35,11 @@ def test_sample_config_loads_with_documented_defaults() -> None:
         ({"listen": [{"protocol": "sctp", "host": "127.0.0.1", "port": 1}]}, "listen[0].protocol"),
         ({"listen": [{"protocol": "udp", "host": "localhost", "port": 1}]}, "listen[0].host"),
         ({"listen": [{"protocol": "udp", "host": "::1", "port": 70000}]}, "listen[0].port"),
-        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "allow": []}]}, "'allow'"),
+        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "bind": []}]}, "'bind'"),
+        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "allow": []}]}, "listen[0].allow"),
+        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "allow": ["nowhere"]}]}, "'nowhere'"),
+        ({"listen": [{"protocol": "udp", "host": "0.0.0.0", "port": 1, "allow": ["192.0.2.0/28"]}]}, "insecure_remote"),
+        ({"listen": [{"protocol": "tcp", "host": "::", "port": 1, "allow": ["::/0"]}]}, "TLS"),
         ({"listen": []}, "listen"),
     ],
 )
@@ -75,3 +79,26 @@ def test_overrides_are_checked() -> None:
         Config().override(grace="soon")
     with pytest.raises(ConfigError, match="expire_interval"):
         Config().override(grace="5")
+
+
+def test_remote_senders_need_explicit_insecure_remote() -> None:
+    """A plain listener that allows non-loopback senders starts only with insecure_remote = true."""
+    raw = {"listen": [{"protocol": "udp", "host": "0.0.0.0", "port": 514, "allow": ["192.0.2.0/28", "::ffff:198.51.100.7"]}]}
+    with pytest.raises(ConfigError, match="forged login line"):
+        Config.from_mapping(raw)
+    config = Config.from_mapping({**raw, "insecure_remote": True})
+    assert config.listen[0].allow == ("192.0.2.0/28", "198.51.100.7/32")
+
+
+def test_default_allow_is_loopback_and_any_bind_with_it_is_fine() -> None:
+    """Listeners default to loopback senders only; binding the wildcard with that list needs nothing more."""
+    config = Config.from_mapping({"listen": [{"protocol": "tcp", "host": "::", "port": 1}]})
+    assert config.listen[0].allow == ("127.0.0.0/8", "::1/128")
+
+
+def test_allow_override_applies_to_every_listener() -> None:
+    """--allow replaces the allow-list of every listener, and is checked like the file's."""
+    config = Config().override(allow=["127.0.0.2"])
+    assert {l.allow for l in config.listen} == {("127.0.0.2/32",)}
+    with pytest.raises(ConfigError, match="insecure_remote"):
+        Config().override(allow=["192.0.2.1"])

@@ -1,0 +1,60 @@
+"""Trust: which senders may speak to a listener at all.
+
+Contract: pure.  A ``SenderFilter`` answers whether a peer address lies in
+the listener's allow-list; IPv4-mapped IPv6 peers (``::ffff:a.b.c.d``, as a
+dual-stack socket reports IPv4 senders) are checked as the IPv4 address they
+are.  Anything that is not an address is refused.  Whoever gets past this
+check can authorise relaying with one forged line, so the default is
+loopback only and widening it takes an explicit setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def parse_network(text: str) -> Network:
+    """Parse a CIDR (a bare address means a single host); raise ValueError if it is none."""
+    network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+        if network.prefixlen >= 96:
+            return ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
+    return network
+
+
+def is_loopback_only(network: Network) -> bool:
+    """Say whether every address of ``network`` is a loopback address."""
+    return network.network_address.is_loopback and network.broadcast_address.is_loopback
+
+
+class SenderFilter:
+    """The allow-list of one listener."""
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(parse_network(n) for n in networks)
+        self._cache: dict[str, bool] = {}
+
+    def allows(self, host: str) -> bool:
+        """Say whether a peer with address ``host`` may send to this listener."""
+        verdict = self._cache.get(host)
+        if verdict is None:
+            verdict = self._check(host)
+            if len(self._cache) < self._CACHE_LIMIT:
+                self._cache[host] = verdict
+        return verdict
+
+    def _check(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)
