@@ -26,6 +26,7 @@ class Counters:
     logins: int = 0
     failures: int = 0
     refused: int = 0
+    stale: int = 0
 
 
 def may_relay(ip: str, authorise_loopback: bool) -> bool:
@@ -67,7 +68,22 @@ class Pipeline:
         if not may_relay(event.ip, self.authorise_loopback):
             counters.refused += 1
             return None
-        change = self.tracker.login(event.ip, now, event.pattern)
+        # A sender's own timestamp may shorten an authorisation, never extend
+        # it: a login delivered late (say from an rsyslog disk queue after an
+        # outage) counts from when it happened, and one older than the grace
+        # authorises nothing; a timestamp in the future counts as now.  Only
+        # timestamps that carry a zone are used: an RFC 3164 stamp has none,
+        # and guessing the sender's zone wrong would refuse every login.
+        when = now
+        stamp = message.timestamp
+        if stamp is not None and stamp.tzinfo is not None:
+            sent = stamp.timestamp()
+            if sent < now:
+                when = sent
+                if sent + self.tracker.grace <= now:
+                    counters.stale += 1
+                    return None
+        change = self.tracker.login(event.ip, when, event.pattern)
         if change is None:
             return None
         return event.ip, event.pattern, change
