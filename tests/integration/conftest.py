@@ -9,6 +9,7 @@ themselves live in harness.py.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from harness import (
     DovecotFactory,
     PbsyslogFactory,
     PbsyslogService,
+    Postfix,
+    PostfixFactory,
     Rsyslog,
     RsyslogFactory,
 )
@@ -81,3 +84,32 @@ def dovecot() -> Iterator[DovecotFactory]:
     for daemon in started:
         daemon.stop()
 
+
+
+@pytest.fixture(scope="module")
+def postfix() -> Iterator[PostfixFactory]:
+    """Factory: ``postfix(access_map)`` starts a private Postfix relaying for clients in ``hash:access_map``.
+
+    Start pbsyslog first: the map must exist before any smtpd opens it. At
+    the end of the module every instance is stopped, and the module fails if
+    any of them ever queued a message or logged a fatal error or a panic.
+    """
+    started: list[Postfix] = []
+
+    def start(access_map: Path) -> Postfix:
+        daemon = Postfix(access_map)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+    broken = [daemon for daemon in started if daemon.queued_files() or daemon.problems()]
+    if broken:
+        pytest.fail(
+            "Postfix queued a message or logged a fatal error:\n"
+            + "\n".join(
+                f"queued: {d.queued_files()}\nproblems: {d.problems()}\n{d.describe()}" for d in broken
+            ),
+            pytrace=False,
+        )

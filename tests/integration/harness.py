@@ -1,8 +1,9 @@
 """Real daemons and clients for the pbsyslog integration tests.
 
 What this does: starts and stops the real programs the service meets in
-production (pbsyslog under twistd, rsyslogd, Dovecot), and drives the real
-clients (POP3, IMAP, util-linux logger, Postfix's postmap), on loopback only.
+production (pbsyslog under twistd, rsyslogd, Dovecot, a private Postfix), and
+drives the real clients (POP3, IMAP, SMTP, util-linux logger, Postfix's
+postmap), on loopback only.
 
 What it must not do: touch any system-wide instance, configuration or port
 (every daemon gets its own config, state directories and free ports), or skip
@@ -21,8 +22,10 @@ import json
 import os
 import poplib
 import pwd
+import re
 import shutil
 import signal
+import smtplib
 import socket
 import string
 import subprocess
@@ -145,12 +148,17 @@ class Daemon:
     proc: subprocess.Popen[bytes]
     _output: OutputCollector
 
-    def spawn(self, argv: list[str], cwd: Path) -> None:
-        """Start ``argv`` in ``cwd`` with stdout and stderr collected."""
+    def spawn(self, argv: list[str], cwd: Path, new_session: bool = False) -> None:
+        """Start ``argv`` in ``cwd`` with stdout and stderr collected.
+
+        ``new_session`` makes the child a session and process group leader,
+        for daemons that signal their whole process group on the way out.
+        """
         self.argv = argv
         self.proc = subprocess.Popen(
             argv, cwd=cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=new_session,
         )
         self._output = OutputCollector(self.proc.stdout)
 
@@ -481,6 +489,188 @@ class Dovecot(Daemon):
 
 
 # --------------------------------------------------------------------------
+# Postfix
+
+POSTFIX = "/usr/sbin/postfix"
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
+# Where a message would sit if one were ever accepted or submitted.
+POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
+
+
+def process_group_alive(pgid: int) -> bool:
+    """Say whether any process is left in the process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Postfix(Daemon):
+    """A private Postfix 3.7 (``master -d``) whose smtpd checks relaying against ``hash:ACCESS_MAP``.
+
+    Own config, queue, data directory and log file under a temporary
+    directory; one smtpd listener on 127.0.0.1:<free port>; every transport
+    is discard. The system instance (/etc/postfix/main.cf, /var/spool/postfix)
+    is never read or touched.
+
+    The map must exist before the first smtpd starts (an smtpd that opens a
+    missing ``.db`` answers 451 to every RCPT until it exits): start pbsyslog
+    first, it creates the map at start-up.
+    """
+
+    name = "postfix master"
+
+    def __init__(self, access_map: Path) -> None:
+        for program in (POSTFIX, POSTQUEUE, POSTFIX_MASTER):
+            require_program(program, "postfix")
+        db_file = Path(str(access_map) + ".db")
+        if not db_file.is_file():
+            pytest.fail(
+                f"{db_file} does not exist: start pbsyslog before Postfix (an smtpd that "
+                "opens a missing map answers 451 to every RCPT until it exits)",
+                pytrace=False,
+            )
+        self.access_map = access_map
+        # Not under pytest's tmp_path, for the same reason as Dovecot's: the
+        # queue's subdirectories belong to the postfix user.
+        self.root = Path(tempfile.mkdtemp(prefix="pbsyslog-postfix-"))
+        self.root.chmod(0o755)
+        self.config_dir = self.root / "etc"
+        self.queue_dir = self.root / "spool"
+        self.log_path = self.root / "postfix.log"
+        self.config_dir.mkdir(mode=0o755)
+        # Postfix insists on a root-owned queue_directory; `postfix check`
+        # creates its subdirectories with the right owners and modes.
+        self.queue_dir.mkdir(mode=0o755)
+        self.queue_dir.chmod(0o755)
+        self.port = free_port(socket.SOCK_STREAM)
+        values = {
+            "root": self.root, "log": self.log_path, "access_map": access_map,
+            "listen": f"{LOOPBACK_V4}:{self.port}",
+        }
+        # Kept in memory too: stop() removes the directory, describe() may come after.
+        self.main_cf = fill_template("postfix-main.cf.in", values)
+        self.master_cf = fill_template("postfix-master.cf.in", values)
+        (self.config_dir / "main.cf").write_text(self.main_cf)
+        (self.config_dir / "master.cf").write_text(self.master_cf)
+        # Postfix pauses 300 ms at a time while a config file's mtime is
+        # within the last second (see postfix_config_dir): age them.
+        an_hour_ago = time.time() - 3600
+        for name in ("main.cf", "master.cf"):
+            os.utime(self.config_dir / name, (an_hour_ago, an_hour_ago))
+        self._final_log: str | None = None
+        self._final_queue: list[str] | None = None
+        check = subprocess.run(
+            [POSTFIX, "-c", str(self.config_dir), "check"],
+            capture_output=True, text=True, timeout=60,
+        )
+        if check.returncode != 0:
+            log = self.log_text()
+            shutil.rmtree(self.root, ignore_errors=True)
+            pytest.fail(
+                f"postfix -c {self.config_dir} check failed (status {check.returncode}):\n"
+                f"{check.stdout}{check.stderr}\n"
+                + describe_output("main.cf", self.main_cf) + "\n"
+                + describe_output(f"postfix log {self.log_path}", log),
+                pytrace=False,
+            )
+        # A session leader: on SIGTERM the master signals its own process
+        # group, and fails with "kill process group: No such process" (leaving
+        # its children behind) when it does not lead one.
+        self.spawn([POSTFIX_MASTER, "-c", str(self.config_dir), "-d"], self.root, new_session=True)
+        self.wait_until(self._banner, f"an SMTP banner on {LOOPBACK_V4}:{self.port}")
+
+    def _banner(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK_V4, self.port), timeout=2) as sock:
+                ready = sock.recv(512).startswith(b"220 ")
+                sock.sendall(b"QUIT\r\n")
+                return ready
+        except OSError:
+            return False
+
+    def log_text(self) -> str:
+        """Everything Postfix has logged (through postlogd) so far."""
+        if self._final_log is not None:
+            return self._final_log
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def restart_lines(self) -> list[str]:
+        """The log's "table hash:<map> has changed -- restarting" lines: one per smtpd that reopened the map.
+
+        Postfix 3.7 writes the table with its open flags, as in
+        ``table hash:/path/map(0,lock|fold_fix|utf8_request) has changed -- restarting``.
+        """
+        pattern = re.compile(rf"table hash:{re.escape(str(self.access_map))}(\([^)]*\))? has changed -- restarting")
+        return [line for line in self.log_text().splitlines() if pattern.search(line)]
+
+    def problems(self) -> list[str]:
+        """Log lines that say Postfix hit a fatal error or a panic."""
+        return [
+            line for line in self.log_text().splitlines()
+            if ": fatal: " in line or ": panic: " in line
+        ]
+
+    def rcpt(self, source: str, recipient: str = "someone@example.net") -> tuple[int, str]:
+        """One SMTP session from ``source`` up to RCPT (then RSET, QUIT); return RCPT's reply."""
+        return smtp_rcpt(self.port, source, recipient)
+
+    def queued_files(self) -> list[str]:
+        """Every file in the queue directories that would hold a message (relative paths)."""
+        if self._final_queue is not None:
+            return self._final_queue
+        found = []
+        for queue in POSTFIX_QUEUES:
+            base = self.queue_dir / queue
+            for dirpath, _, filenames in os.walk(base):
+                found.extend(str(Path(dirpath, f).relative_to(self.queue_dir)) for f in filenames)
+        return sorted(found)
+
+    def postqueue_listing(self) -> str:
+        """What ``postqueue -p`` says about this instance's queue."""
+        result = subprocess.run(
+            [POSTQUEUE, "-c", str(self.config_dir), "-p"],
+            capture_output=True, text=True, timeout=30,
+        )
+        return result.stdout + result.stderr
+
+    def assert_queue_empty(self) -> None:
+        """Fail unless the queue holds no message: no queue file, and postqueue -p agrees."""
+        files = self.queued_files()
+        assert not files, f"Postfix queued something: {files}\n{self.describe()}"
+        listing = self.postqueue_listing()
+        assert listing.strip() == "Mail queue is empty", (
+            f"postqueue -p said {listing!r}, not 'Mail queue is empty'\n{self.describe()}"
+        )
+
+    def describe(self) -> str:
+        """Config, command line, output and log, for a failure message."""
+        return (
+            describe_output("main.cf", self.main_cf) + "\n"
+            + describe_output("master.cf", self.master_cf) + "\n"
+            + super().describe() + "\n"
+            + describe_output(f"postfix log {self.log_path}", self.log_text()[-6000:])
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the master and every process it started, keep the log and queue listing, remove the directory."""
+        if self._final_log is not None:
+            return
+        super().stop(timeout)
+        group = self.proc.pid
+        if not wait_for(lambda: not process_group_alive(group), timeout):
+            os.killpg(group, signal.SIGKILL)
+        self._final_queue = self.queued_files()
+        self._final_log = self.log_text()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
 # Clients
 
 class SourcePOP3(poplib.POP3):
@@ -597,7 +787,38 @@ def run_logger(*args: str) -> subprocess.CompletedProcess[str]:
     require_program(LOGGER, "bsdutils (util-linux logger)")
     return subprocess.run([LOGGER, *args], capture_output=True, text=True, timeout=30)
 
+
+# What the SMTP probes say about themselves: .invalid names, never resolved.
+SMTP_HELO = "probe.pbsyslog-test.invalid"
+SMTP_SENDER = "probe@pbsyslog-test.invalid"
+
+
+def smtp_rcpt(
+    port: int, source: str, recipient: str = "someone@example.net", timeout: float = 10.0
+) -> tuple[int, str]:
+    """One SMTP session from ``source`` to 127.0.0.1:port: EHLO, MAIL, RCPT, then RSET and QUIT.
+
+    Returns RCPT's (code, text). DATA is never sent, so nothing is queued
+    whatever the answer; EHLO and MAIL must succeed, or the session is not
+    the relay check it pretends to be.
+    """
+    client = smtplib.SMTP(local_hostname=SMTP_HELO, timeout=timeout, source_address=(source, 0))
+    try:
+        client.connect(LOOPBACK_V4, port)
+        code, text = client.ehlo()
+        assert code == 250, f"EHLO from {source} answered {code} {text!r}"
+        code, text = client.mail(SMTP_SENDER)
+        assert code == 250, f"MAIL FROM from {source} answered {code} {text!r}"
+        code, text = client.rcpt(recipient)
+        client.rset()
+        client.quit()
+    finally:
+        client.close()
+    return code, text.decode("utf-8", "replace")
+
+
 # The types of the conftest.py factory fixtures, for annotating tests.
 PbsyslogFactory = Callable[..., PbsyslogService]
 RsyslogFactory = Callable[..., Rsyslog]
 DovecotFactory = Callable[[Rsyslog], Dovecot]
+PostfixFactory = Callable[[Path], Postfix]
