@@ -62,6 +62,11 @@ class Config:
     authorise_loopback: bool = False
     insecure_remote: bool = False
     max_frame: int = 65536
+    max_connections: int = 256
+    max_connections_per_peer: int = 32
+    idle_timeout: float = 86400.0
+    udp_rate: float = 20000.0
+    max_tracked: int = 1_000_000
     listen: tuple[Listener, ...] = DEFAULT_LISTENERS
 
     @classmethod
@@ -70,6 +75,7 @@ class Config:
         known = {
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
             "pattern", "authorise_loopback", "insecure_remote", "max_frame", "listen",
+            "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -99,6 +105,17 @@ class Config:
             kwargs["max_frame"] = _int(raw["max_frame"], "max_frame", 480, 16 * 1024 * 1024)
         if "listen" in raw:
             kwargs["listen"] = _listeners(raw["listen"])
+        if "max_connections" in raw:
+            kwargs["max_connections"] = _int(raw["max_connections"], "max_connections", 0, 1_000_000)
+        if "max_connections_per_peer" in raw:
+            kwargs["max_connections_per_peer"] = _int(
+                raw["max_connections_per_peer"], "max_connections_per_peer", 0, 1_000_000)
+        if "idle_timeout" in raw:
+            kwargs["idle_timeout"] = _seconds(raw["idle_timeout"], "idle_timeout", allow_zero=True)
+        if "udp_rate" in raw:
+            kwargs["udp_rate"] = _rate(raw["udp_rate"], "udp_rate")
+        if "max_tracked" in raw:
+            kwargs["max_tracked"] = _int(raw["max_tracked"], "max_tracked", 1, 100_000_000)
         return cls(**kwargs).checked()
 
     def override(
@@ -199,6 +216,12 @@ def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
         raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{key}: must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _rate(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{key}: expected a rate per second (0 = unlimited), got {value!r}")
     return float(value)
 
 

@@ -27,6 +27,7 @@ class Counters:
     failures: int = 0
     refused: int = 0
     stale: int = 0
+    full: int = 0
 
 
 def may_relay(ip: str, authorise_loopback: bool) -> bool:
@@ -42,10 +43,17 @@ def may_relay(ip: str, authorise_loopback: bool) -> bool:
 class Pipeline:
     """Feeds frames through parsing and matching into the tracker."""
 
-    def __init__(self, table: PatternTable, tracker: Tracker, authorise_loopback: bool = False) -> None:
+    def __init__(
+        self,
+        table: PatternTable,
+        tracker: Tracker,
+        authorise_loopback: bool = False,
+        max_tracked: int = 1_000_000,
+    ) -> None:
         self.table = table
         self.tracker = tracker
         self.authorise_loopback = authorise_loopback
+        self.max_tracked = max_tracked
         self.counters = Counters()
 
     def feed(self, frame: bytes, now: float) -> tuple[str, str, str] | None:
@@ -83,7 +91,13 @@ class Pipeline:
                 if sent + self.tracker.grace <= now:
                     counters.stale += 1
                     return None
-        change = self.tracker.login(event.ip, when, event.pattern)
+        tracker = self.tracker
+        if len(tracker) >= self.max_tracked and event.ip not in tracker:
+            # Full: never evict a live authorisation to make room; the new
+            # client is not authorised (counted; the service logs it loudly).
+            counters.full += 1
+            return None
+        change = tracker.login(event.ip, when, event.pattern)
         if change is None:
             return None
         return event.ip, event.pattern, change

@@ -6,18 +6,24 @@ each complete frame goes to ``sink(frame, peer_host)``.  A sink must not
 raise; if it does anyway, the error is logged here and the connection and
 the listener stay up.
 
-Trust is checked first, before any byte is framed: a datagram from a peer
-that ``allowed(host)`` refuses is dropped, and a TCP connection from one is
-never given a protocol (Twisted closes it at once); ``refused(host)`` is
-told either way, to count and warn.
+Trust and bounds are checked before any byte is framed: a datagram from a
+peer that the listener's ``allowed(host)`` refuses is dropped, and a TCP
+connection from one is never given a protocol (Twisted closes it at once);
+``refused(host)`` is told either way, to count and warn.  Every other limit
+(frame size, connections per listener and per peer, idle time, datagrams
+per second per peer) drops input and counts it in the shared
+``TransportCounters``; none of them raises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import attrs
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 
 from pbsyslog.framing import StreamFramer, datagram_frame
 
@@ -31,6 +37,40 @@ MAX_DATAGRAM = 65535
 log = Logger()
 
 
+@attrs.define
+class TransportCounters:
+    """What the listeners dropped, by reason (shared by all listeners of a service)."""
+
+    oversize: int = 0
+    bad_frames: int = 0
+    rate_limited: int = 0
+    connections_over_limit: int = 0
+    idle_closed: int = 0
+
+
+@attrs.frozen
+class Limits:
+    """The bounds one listener enforces (0 disables the ones that allow it)."""
+
+    max_frame: int = 65536
+    max_connections: int = 256
+    max_connections_per_peer: int = 32
+    idle_timeout: float = 0.0
+    udp_rate: float = 0.0  # datagrams per second per peer; burst is one second's worth
+
+
+@attrs.frozen
+class Listening:
+    """Everything a listener's protocols share: where frames go and what bounds them."""
+
+    sink: Sink
+    allowed: Check
+    refused: Notify
+    counters: TransportCounters
+    limits: Limits
+    clock: Any  # IReactorTime
+
+
 def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
     try:
         sink(frame, peer)
@@ -38,55 +78,125 @@ def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
         log.failure("frame from {peer} could not be handled", peer=peer)
 
 
+class TokenBuckets:
+    """Per-peer token buckets; memory bounded (a spoofing flood resets them, never grows them)."""
+
+    MAX_PEERS = 4096
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, peer: str, now: float) -> bool:
+        """Spend one token of ``peer``'s bucket; False when it is empty."""
+        tokens, last = self._buckets.get(peer, (self.rate, now))
+        tokens = min(self.rate, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[peer] = (tokens, now)
+            return False
+        if len(self._buckets) >= self.MAX_PEERS and peer not in self._buckets:
+            self._buckets.clear()
+        self._buckets[peer] = (tokens - 1, now)
+        return True
+
+
 class SyslogDatagramProtocol(DatagramProtocol):
     """One syslog message per datagram."""
 
     noisy = False
 
-    def __init__(self, sink: Sink, allowed: Check, refused: Notify) -> None:
-        self._sink = sink
-        self._allowed = allowed
-        self._refused = refused
+    def __init__(self, ctx: Listening) -> None:
+        self._ctx = ctx
+        self._buckets = TokenBuckets(ctx.limits.udp_rate) if ctx.limits.udp_rate > 0 else None
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802 (Twisted's name)
-        if not self._allowed(addr[0]):
-            self._refused(addr[0])
+        ctx = self._ctx
+        peer = addr[0]
+        if not ctx.allowed(peer):
+            ctx.refused(peer)
+            return
+        if self._buckets is not None and not self._buckets.take(peer, ctx.clock.seconds()):
+            ctx.counters.rate_limited += 1
+            return
+        if len(data) > ctx.limits.max_frame:
+            ctx.counters.oversize += 1
             return
         frame = datagram_frame(data)
         if frame is not None:
-            _deliver(self._sink, frame, addr[0])
+            _deliver(ctx.sink, frame, peer)
 
 
-class SyslogStreamProtocol(Protocol):
+class SyslogStreamProtocol(Protocol, TimeoutMixin):
     """RFC 6587 framing (octet-counted or LF, decided per frame) on one connection."""
 
-    def __init__(self, sink: Sink, max_frame: int) -> None:
-        self._sink = sink
-        self._framer = StreamFramer(max_frame)
-        self._peer = "?"
+    def __init__(self, factory: SyslogStreamFactory, peer: str) -> None:
+        self._factory = factory
+        self._ctx = factory.ctx
+        self._framer = StreamFramer(self._ctx.limits.max_frame)
+        self._peer = peer
+        self._oversize_seen = 0
+        self._malformed_seen = 0
+        self.callLater = self._ctx.clock.callLater  # TimeoutMixin runs on our clock
 
     def connectionMade(self) -> None:  # noqa: N802
-        self._peer = getattr(self.transport.getPeer(), "host", "?")
+        if self._ctx.limits.idle_timeout > 0:
+            self.setTimeout(self._ctx.limits.idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        for frame in self._framer.feed(data):
-            _deliver(self._sink, frame, self._peer)
+        self.resetTimeout()
+        framer = self._framer
+        sink, peer = self._ctx.sink, self._peer
+        for frame in framer.feed(data):
+            _deliver(sink, frame, peer)
+        oversize, malformed = framer.oversize, framer.malformed
+        if oversize != self._oversize_seen or malformed != self._malformed_seen:
+            counters = self._ctx.counters
+            counters.oversize += oversize - self._oversize_seen
+            counters.bad_frames += malformed - self._malformed_seen
+            self._oversize_seen, self._malformed_seen = oversize, malformed
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self._ctx.counters.idle_closed += 1
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+        self.setTimeout(None)
+        self._factory.closed(self._peer)
 
 
 class SyslogStreamFactory(Factory):
-    """Builds one SyslogStreamProtocol per accepted connection."""
+    """Builds one SyslogStreamProtocol per accepted connection, within the connection limits."""
 
     noisy = False
 
-    def __init__(self, sink: Sink, max_frame: int, allowed: Check, refused: Notify) -> None:
-        self._sink = sink
-        self._max_frame = max_frame
-        self._allowed = allowed
-        self._refused = refused
+    def __init__(self, ctx: Listening) -> None:
+        self.ctx = ctx
+        self.open_connections = 0
+        self._per_peer: dict[str, int] = {}
 
     def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:  # noqa: N802
+        ctx = self.ctx
         host = getattr(addr, "host", "")
-        if not self._allowed(host):
-            self._refused(host)
+        if not ctx.allowed(host):
+            ctx.refused(host)
             return None  # Twisted closes the connection before reading a byte
-        return SyslogStreamProtocol(self._sink, self._max_frame)
+        limits = ctx.limits
+        if (
+            (limits.max_connections and self.open_connections >= limits.max_connections)
+            or (limits.max_connections_per_peer
+                and self._per_peer.get(host, 0) >= limits.max_connections_per_peer)
+        ):
+            ctx.counters.connections_over_limit += 1
+            return None
+        self.open_connections += 1
+        self._per_peer[host] = self._per_peer.get(host, 0) + 1
+        return SyslogStreamProtocol(self, host)
+
+    def closed(self, peer: str) -> None:
+        """Forget one connection of ``peer``."""
+        self.open_connections -= 1
+        left = self._per_peer.get(peer, 1) - 1
+        if left > 0:
+            self._per_peer[peer] = left
+        else:
+            self._per_peer.pop(peer, None)

@@ -23,7 +23,14 @@ from pbsyslog.config import Config
 from pbsyslog.mapfile import DBError, MapFile
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
-from pbsyslog.protocol import MAX_DATAGRAM, SyslogDatagramProtocol, SyslogStreamFactory
+from pbsyslog.protocol import (
+    MAX_DATAGRAM,
+    Limits,
+    Listening,
+    SyslogDatagramProtocol,
+    SyslogStreamFactory,
+    TransportCounters,
+)
 from pbsyslog.state import StateJournal
 from pbsyslog.tracker import Tracker
 from pbsyslog.trust import SenderFilter
@@ -44,6 +51,16 @@ class PbsyslogService(Service):
         self.ports: list[Any] = []
         self.untrusted = 0
         self._warned: dict[str, float] = {}
+        self.transport_counters = TransportCounters()
+        self.limits = Limits(
+            max_frame=config.max_frame,
+            max_connections=config.max_connections,
+            max_connections_per_peer=config.max_connections_per_peer,
+            idle_timeout=config.idle_timeout,
+            udp_rate=config.udp_rate,
+        )
+        self._full_seen = 0
+        self._full_warned = float("-inf")
         self._pending_adds: set[str] = set()
         self._pending_state: set[str] = set()
         self._flush_call: Any = None
@@ -96,18 +113,21 @@ class PbsyslogService(Service):
             self.map = None
 
     def _listen(self, listener: Any) -> Any:
-        allowed = SenderFilter(listener.allow).allows
+        ctx = Listening(
+            sink=self.receive,
+            allowed=SenderFilter(listener.allow).allows,
+            refused=self.refused,
+            counters=self.transport_counters,
+            limits=self.limits,
+            clock=self.reactor,
+        )
         if listener.protocol == "udp":
             port = self.reactor.listenUDP(
-                listener.port, SyslogDatagramProtocol(self.receive, allowed, self.refused),
+                listener.port, SyslogDatagramProtocol(ctx),
                 interface=listener.host, maxPacketSize=MAX_DATAGRAM,
             )
         else:
-            port = self.reactor.listenTCP(
-                listener.port,
-                SyslogStreamFactory(self.receive, self.config.max_frame, allowed, self.refused),
-                interface=listener.host,
-            )
+            port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
         bound = port.getHost()
         host = f"[{bound.host}]" if ":" in bound.host else bound.host
         log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
@@ -130,6 +150,8 @@ class PbsyslogService(Service):
         """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
         change = self.pipeline.feed(frame, self.reactor.seconds())
         if change is None:
+            if self.pipeline.counters.full != self._full_seen:
+                self._warn_full()
             return
         ip, _, kind = change
         self._pending_state.add(ip)
@@ -142,6 +164,17 @@ class PbsyslogService(Service):
             now = self.reactor.seconds()
             delay = max(0.0, self._last_commit + self.config.commit_interval - now)
             self._flush_call = self.reactor.callLater(delay, self.flush)
+
+    def _warn_full(self) -> None:
+        self._full_seen = self.pipeline.counters.full
+        now = self.reactor.seconds()
+        if now - self._full_warned >= 60:
+            self._full_warned = now
+            log.error(
+                "tracker is full ({n} authorised IPs, max_tracked): new logins are NOT authorised "
+                "until some expire; {refused} refused so far",
+                n=len(self.tracker), refused=self._full_seen,
+            )
 
     def flush(self) -> None:
         """Commit what changed since the last flush: journal first, then the map."""
@@ -212,5 +245,5 @@ def open_map(path: str, value: str, now: float) -> MapFile:
 def build(config: Config, reactor: Any) -> PbsyslogService:
     """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts)."""
     table = load_table(config.patterns, extra=config.extra_patterns)
-    pipeline = Pipeline(table, Tracker(config.grace), config.authorise_loopback)
+    pipeline = Pipeline(table, Tracker(config.grace), config.authorise_loopback, config.max_tracked)
     return PbsyslogService(config, reactor, pipeline)

@@ -4,7 +4,9 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from pbsyslog.protocol import SyslogDatagramProtocol, SyslogStreamFactory
+from twisted.internet.task import Clock
+
+from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.trust import SenderFilter, is_loopback_only, parse_network
 
 
@@ -51,11 +53,17 @@ class Recorder:
     def refuse(self, peer: str) -> None:
         self.refused.append(peer)
 
+    def context(self, allow: list[str], limits: Limits = Limits()) -> Listening:
+        """A listener context that records into this object."""
+        self.counters = TransportCounters()
+        self.clock = Clock()
+        return Listening(self.sink, SenderFilter(allow).allows, self.refuse, self.counters, limits, self.clock)
+
 
 def test_udp_from_untrusted_peer_is_dropped_and_reported() -> None:
     """A datagram from outside the allow-list is never framed or handed on; the refusal is reported."""
     r = Recorder()
-    proto = SyslogDatagramProtocol(r.sink, SenderFilter(["127.0.0.1/32"]).allows, r.refuse)
+    proto = SyslogDatagramProtocol(r.context(["127.0.0.1/32"]))
     proto.datagramReceived(b"<22>hello\n", ("192.0.2.66", 514))
     proto.datagramReceived(b"<22>hello\n", ("127.0.0.1", 514))
     assert r.frames == [(b"<22>hello", "127.0.0.1")]
@@ -65,7 +73,7 @@ def test_udp_from_untrusted_peer_is_dropped_and_reported() -> None:
 def test_tcp_from_untrusted_peer_gets_no_protocol() -> None:
     """A TCP connection from outside the allow-list gets no protocol, so Twisted closes it at once."""
     r = Recorder()
-    factory: Any = SyslogStreamFactory(r.sink, 65536, SenderFilter(["::1/128"]).allows, r.refuse)
+    factory: Any = SyslogStreamFactory(r.context(["::1/128"]))
     assert factory.buildProtocol(IPv4Address("TCP", "192.0.2.66", 4000)) is None
     assert factory.buildProtocol(IPv6Address("TCP", "::1", 4000)) is not None
     assert r.refused == ["192.0.2.66"]

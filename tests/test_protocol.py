@@ -1,0 +1,114 @@
+"""Listener bounds: frame size, UDP rate, TCP connection caps and idle timeout, all counted."""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from pbsyslog.patterns import load_table
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
+from pbsyslog.tracker import Tracker
+from pbsyslog.trust import SenderFilter
+
+
+class Harness:
+    """A listener context on a fake clock that records delivered frames."""
+
+    def __init__(self, **limits: float) -> None:
+        self.frames: list[bytes] = []
+        self.counters = TransportCounters()
+        self.clock = Clock()
+        self.ctx = Listening(
+            lambda frame, peer: self.frames.append(frame),
+            SenderFilter(["127.0.0.0/8"]).allows,
+            lambda peer: None,
+            self.counters,
+            Limits(**limits),  # type: ignore[arg-type]
+            self.clock,
+        )
+
+    def connect(self, factory: SyslogStreamFactory, host: str = "127.0.0.1") -> tuple[object, StringTransport]:
+        """Open one fake TCP connection from ``host``; return (protocol or None, transport)."""
+        proto = factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        if proto is not None:
+            proto.makeConnection(transport)
+        return proto, transport
+
+
+def test_udp_rate_limit_per_peer() -> None:
+    """Past its per-second budget a peer's datagrams are dropped and counted; the budget refills."""
+    h = Harness(udp_rate=10)
+    proto = SyslogDatagramProtocol(h.ctx)
+    for _ in range(15):
+        proto.datagramReceived(b"<22>x", ("127.0.0.1", 1))
+    proto.datagramReceived(b"<22>y", ("127.0.0.2", 1))
+    assert len(h.frames) == 11 and h.counters.rate_limited == 5
+    h.clock.advance(1)
+    for _ in range(10):
+        proto.datagramReceived(b"<22>x", ("127.0.0.1", 1))
+    assert len(h.frames) == 21 and h.counters.rate_limited == 5
+
+
+def test_udp_oversize_datagram_counted() -> None:
+    """A datagram longer than max_frame is dropped and counted."""
+    h = Harness(max_frame=480)
+    proto = SyslogDatagramProtocol(h.ctx)
+    proto.datagramReceived(b"<22>" + b"a" * 500, ("127.0.0.1", 1))
+    proto.datagramReceived(b"<22>short", ("127.0.0.1", 1))
+    assert h.frames == [b"<22>short"] and h.counters.oversize == 1
+
+
+def test_tcp_oversize_and_bad_frames_counted_connection_stays() -> None:
+    """An over-long octet-counted frame is counted and skipped; the next frame on the connection is delivered."""
+    h = Harness(max_frame=480)
+    proto, transport = h.connect(SyslogStreamFactory(h.ctx))
+    proto.dataReceived(b"1000 " + b"x" * 600)  # type: ignore[attr-defined]
+    proto.dataReceived(b"x" * 400 + b"9 <22>hello")  # type: ignore[attr-defined]
+    assert h.counters.oversize == 1
+    proto.dataReceived(b"<22>next\n")  # type: ignore[attr-defined]
+    assert h.frames == [b"<22>hello", b"<22>next"]
+    assert not transport.disconnecting
+
+
+def test_connection_caps_per_peer_and_total() -> None:
+    """Connections beyond the per-peer or per-listener cap are refused and counted; closing frees a slot."""
+    h = Harness(max_connections=3, max_connections_per_peer=2)
+    factory = SyslogStreamFactory(h.ctx)
+    a1, _ = h.connect(factory, "127.0.0.1")
+    a2, _ = h.connect(factory, "127.0.0.1")
+    a3, _ = h.connect(factory, "127.0.0.1")
+    b1, _ = h.connect(factory, "127.0.0.2")
+    b2, _ = h.connect(factory, "127.0.0.2")
+    assert a1 and a2 and a3 is None and b1 and b2 is None
+    assert h.counters.connections_over_limit == 2
+    a1.connectionLost(None)  # type: ignore[attr-defined]
+    assert h.connect(factory, "127.0.0.2")[0] is not None
+    assert factory.open_connections == 3
+
+
+def test_idle_connection_closed_and_data_keeps_it_open() -> None:
+    """A connection silent for idle_timeout is aborted and counted; traffic resets the timer."""
+    h = Harness(idle_timeout=60)
+    proto, transport = h.connect(SyslogStreamFactory(h.ctx))
+    h.clock.advance(50)
+    proto.dataReceived(b"<22>a\n")  # type: ignore[attr-defined]
+    h.clock.advance(50)
+    assert not transport.disconnecting
+    h.clock.advance(11)
+    assert transport.disconnecting and h.counters.idle_closed == 1
+
+
+def test_full_tracker_refuses_new_keeps_old() -> None:
+    """At max_tracked, new IPs are refused and counted while tracked ones still refresh."""
+    p = Pipeline(load_table("all"), Tracker(60), max_tracked=2)
+    line = (
+        b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<a>, method=PLAIN, "
+        b"rip=%s, lip=192.0.2.1, mpid=1, session=<x>"
+    )
+    assert p.feed(line % b"192.0.2.1", 0) is not None
+    assert p.feed(line % b"192.0.2.2", 0) is not None
+    assert p.feed(line % b"192.0.2.3", 0) is None
+    assert p.counters.full == 1
+    assert p.feed(line % b"192.0.2.1", 10) == ("192.0.2.1", "dovecot-login", "extended")
+    assert p.tracker.ips() == {"192.0.2.1", "192.0.2.2"}
