@@ -154,6 +154,23 @@ def test_installed_plugin_comes_from_site_packages(venv: Path, outside: Path) ->
         assert "site-packages" in path and not Path(path).is_relative_to(ROOT), path
 
 
+def test_installed_console_script_checks_a_login_line(venv: Path, outside: Path) -> None:
+    """The installed `pbsyslog` command exists and `pbsyslog check -` finds the login in a Dovecot line."""
+    script = venv / "pbsyslog"
+    assert os.access(script, os.X_OK), f"{script} is missing: no console_scripts entry point?"
+    line = (
+        "Nov 29 12:00:00 mailhost dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+        "rip=192.0.2.42, lip=192.0.2.1, mpid=4242, session=<a1b2c3d4e5f6>\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(script), "check", "-"], input=line, cwd=outside, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.split("\t")[1:4] == ["dovecot-login", "login", "192.0.2.42"], result
+
+
 def test_installed_service_authorises_a_login(venv: Path, outside: Path) -> None:
     """The installed twistd pbsyslog takes a Dovecot login over UDP and Postfix's postmap finds the IP in its map."""
     require(POSTMAP, "postfix")
