@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -80,11 +81,18 @@ def sleep_until(wall_time: float) -> None:
         time.sleep(delay)
 
 
-def start_of_next_second() -> int:
-    """Wait for the next wall-clock second to begin; return it."""
-    second = math.floor(time.time()) + 1
-    sleep_until(second)
-    return second
+# The kernel stamps mtimes from its coarse clock, which lags time.time() by
+# up to a tick (20 ms seen here): a write 10 ms into a second can still carry
+# the previous second. Sequences that must fit in one second start this
+# long after it begins, and are checked against the file system's own clock.
+CLOCK_MARGIN = 0.1
+
+
+def filesystem_now(directory: Path) -> float:
+    """The time the kernel would stamp on a file written in ``directory`` right now."""
+    probe = directory / "clock-probe"
+    probe.touch()  # sets atime and mtime to "now", from the same clock as a write
+    return probe.stat().st_mtime
 
 
 # --------------------------------------------------------------------------
@@ -173,19 +181,23 @@ def test_pop3_login_opens_relay_until_grace_ends(relay: RelayStack) -> None:
 
 
 def test_two_additions_in_one_second_are_both_seen(relay: RelayStack) -> None:
-    """After commits for A and then B within one wall-clock second, an smtpd having opened the map between them, B may relay at once."""
+    """After commits for A and then B within one second of file time, an smtpd having looked B up between them, B may relay at once."""
     pairs = [(f"127.0.0.{51 + 2 * i}", f"127.0.0.{52 + 2 * i}") for i in range(SAME_SECOND_ATTEMPTS)]
+    workdir = relay.service.workdir
     for first, second in pairs:
-        assert relay.postfix.rcpt(second) == DENIED, relay.describe()
-        wall_second = start_of_next_second()
+        sleep_until(math.floor(time.time()) + 1 + CLOCK_MARGIN)
+        began = filesystem_now(workdir)
         relay.service.send_udp(dovecot_login(first))
         relay.wait_in_map(first)
-        # This session is served by an smtpd that opened the map after the
-        # first commit (the one before it restarted on seeing the change).
+        # These two sessions are served by an smtpd that opened the map after
+        # the first commit (the one before it restarted on seeing the
+        # change). Looking `second` up makes that smtpd cache the map page
+        # where `second` will go: a stale smtpd cannot get lucky.
         assert relay.postfix.rcpt(first)[0] == 250, relay.describe()
+        assert relay.postfix.rcpt(second) == DENIED, relay.describe()
         relay.service.send_udp(dovecot_login(second))
         relay.wait_in_map(second)
-        if math.floor(time.time()) != wall_second:
+        if math.floor(filesystem_now(workdir)) != math.floor(began):
             continue  # too slow to fit both commits in one second: again, with fresh addresses
         # One session, no retry: the first connection after the commit must see it.
         reply = relay.postfix.rcpt(second)
@@ -198,28 +210,31 @@ def test_two_additions_in_one_second_are_both_seen(relay: RelayStack) -> None:
 
 
 def test_removal_in_same_second_as_addition_is_seen(relay: RelayStack) -> None:
-    """An expiry committed in the same wall-clock second as an addition, an smtpd having opened the map between them, is seen at once."""
+    """An expiry committed in the same second of file time as an addition, an smtpd having opened the map between them, is seen at once."""
     pairs = [(f"127.0.0.{61 + 2 * i}", f"127.0.0.{62 + 2 * i}") for i in range(SAME_SECOND_ATTEMPTS)]
+    workdir = relay.service.workdir
+    # `leaving` expires this long into the second in which `arriving` is added.
+    expires_at = 0.45
     for leaving, arriving in pairs:
-        # Aim: `arriving` is committed at the start of second S, an smtpd
-        # opens the map, and `leaving` expires at S + 0.4 (committed by the
-        # next tick, well before S + 1).
-        wall_second = math.floor(time.time() + GRACE - 0.4) + 1
-        sleep_until(wall_second - GRACE + 0.4)
+        wall_second = math.floor(time.time() + GRACE - expires_at) + 1
+        sleep_until(wall_second - GRACE + expires_at)
         relay.service.send_udp(dovecot_login(leaving))
         relay.wait_in_map(leaving)
-        sleep_until(wall_second)
+        sleep_until(wall_second + CLOCK_MARGIN)
+        began = filesystem_now(workdir)
         relay.service.send_udp(dovecot_login(arriving))
         relay.wait_in_map(arriving)
+        # Served by an smtpd that opened the map after the addition; it
+        # reads (and caches) the page that holds `leaving`.
         reply = relay.postfix.rcpt(leaving)
         if reply[0] != 250:
             assert reply == DENIED, relay.describe()
-            assert time.time() >= wall_second + 0.4, (
+            assert time.time() >= wall_second + expires_at, (
                 f"{leaving} was denied before its grace ended: {reply!r}\n{relay.describe()}"
             )
             continue  # too slow: the smtpd opened the map after the expiry
         relay.wait_in_map(leaving, present=False)
-        if math.floor(time.time()) != wall_second:
+        if math.floor(filesystem_now(workdir)) != math.floor(began):
             continue
         reply = relay.postfix.rcpt(leaving)
         assert reply == DENIED, (
@@ -426,10 +441,13 @@ def test_login_burst_restarts_and_latency(burst: BurstStack, capsys: pytest.Capt
         f"p99 from login line to relaying is {p99:.3f} s, over {LATENCY_P99_LIMIT} s: {sorted(latencies)}"
     )
     # Additions are committed at most once per commit_interval, and each
-    # commit makes each smtpd restart at most once: far fewer restarts than
-    # logins, and no more than the sessions that could notice the changes.
+    # commit makes each idle smtpd restart once, when a connection wakes it.
+    # A few smtpd processes share these clients, so the restarts stay within
+    # twice the commits. Without coalescing (a commit per login) nearly
+    # every session finds the map changed, and each wakes every idle smtpd:
+    # measured 135 restarts for 121 sessions, against 52 for 181 with it.
     commits = math.ceil(burst_took / COMMIT_INTERVAL) + 2
-    assert restarts <= min(sessions, 2 * commits), (
+    assert restarts <= 2 * commits, (
         f"{restarts} smtpd restarts for {BURST_LOGINS} logins in {burst_took:.1f} s "
         f"(at most {commits} commits, {sessions} SMTP sessions)\n{mta.describe()}"
     )
