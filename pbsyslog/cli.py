@@ -309,9 +309,18 @@ def dump_config(config: Config) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """attrs records, tuples and mappings as plain dicts and lists."""
+    """attrs records (less their defaults), tuples and mappings as plain dicts and lists."""
     if attrs.has(type(value)):
-        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+        # A record inside Config (a listener) is written without the fields
+        # it has by default: some may only be given in some cases (TLS
+        # settings on a TLS listener), and None cannot be written at all.
+        plain = {}
+        for field in attrs.fields(type(value)):
+            item = getattr(value, field.name)
+            if item is None or (field.default is not attrs.NOTHING and item == field.default):
+                continue
+            plain[field.name] = _plain(item)
+        return plain
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -355,15 +355,18 @@ def test_dumpconfig_round_trip_with_everything_set(capsys: pytest.CaptureFixture
     config.write_text(
         "grace = 600\nexpire_interval = 5\n"
         "map_value = 'PREPEND X-Note: \"popped\" \\ ok'\n"
-        'patterns = ["dovecot", "courier-login"]\nauthorise_loopback = true\nmax_frame = 4096\n'
+        'patterns = ["dovecot", "courier-login"]\nauthorise_loopback = true\ninsecure_remote = true\nmax_frame = 4096\n'
         + EXTRA_PATTERN
         + '\n[[listen]]\nprotocol = "udp"\nhost = "::1"\nport = 0\n'
+        + '\n[[listen]]\nprotocol = "tcp"\nhost = "192.0.2.1"\nport = 514\n'
+        + 'allow = ["192.0.2.0/28", "2001:db8::/64"]\nhostnames = ["mx1"]\n'
     )
     code, out, _ = run(capsys, ["dumpconfig", "--config", str(config), "--dbfile", "/var/lib/pbsyslog/it's map"])
     assert code == 0
     dumped = Config.from_mapping(tomllib.loads(out))
     assert dumped == load(str(config)).override(dbfile="/var/lib/pbsyslog/it's map")
-    assert dumped.listen == (Listener("udp", "::1", 0),)
+    assert dumped.listen[0] == Listener("udp", "::1", 0)
+    assert dumped.listen[1].hostnames == ("mx1",)
     assert dumped.extra_patterns[0]["samples"][1]["event"] == "none"
 
 
