@@ -134,18 +134,38 @@ def test_every_builtin_entry_has_positive_and_negative_samples() -> None:
         assert pattern.kind in events and None in events, pattern.name
 
 
+GROUPS = (
+    "dovecot", "courier", "uw-imap", "dovecot-file", "qpopper", "cyrus", "gnu-pop3d", "vpopmail",
+    "cucipop", "vm-pop3d", "popa3d", "solid-pop3d", "perdition", "teapop", "apple",
+)
+NAMES = (
+    "dovecot-login", "dovecot-fail", "courier-login", "courier-logout", "courier-fail",
+    "uw-imap-login", "uw-imap-fail", "uw-imap-solaris-login", "dovecot-old-login",
+    "dovecot-file-login", "dovecot-file-fail", "qpopper-login", "qpopper-stats",
+    "qpopper-file-login", "cyrus-login", "cyrus-fail", "gnu-pop3d-login", "vpopmail-login",
+    "vpopmail-fail", "cucipop-login", "vm-pop3d-login", "popa3d-login", "solid-pop3d-login",
+    "solid-pop3d-logout", "solid-pop3d-fail", "perdition-login", "perdition-old-login",
+    "perdition-logout", "perdition-fail", "teapop-login", "apple-imap-login",
+)
+
+
 def test_builtin_groups_and_names() -> None:
-    """The built-in table has the groups the config names and one entry per event kind."""
-    assert TABLE.groups == ("dovecot", "courier", "uw-imap")
-    assert TABLE.names == (
-        "dovecot-login",
-        "dovecot-fail",
-        "courier-login",
-        "courier-logout",
-        "courier-fail",
-        "uw-imap-login",
-        "uw-imap-fail",
-    )
+    """The built-in table has the groups the config names, in file order, and these entries."""
+    assert TABLE.groups == GROUPS
+    assert TABLE.names == NAMES
+
+
+def test_header_lists_every_group() -> None:
+    """The data file's header documents every built-in group on a line of its own."""
+    header = (pathlib.Path(__file__).resolve().parents[1] / "pbsyslog" / "patterns.toml").read_text()
+    header = header[: header.index("[[pattern]]")]
+    for group in GROUPS:
+        assert re.search(rf"^#\s+{re.escape(group)}\s{{2,}}\S", header, re.M), group
+
+
+def test_no_group_name_is_an_entry_name() -> None:
+    """Group names and entry names never collide, so a name in the config means one thing."""
+    assert not set(GROUPS) & set(NAMES)
 
 
 def test_builtin_regexes_are_anchored_at_both_ends() -> None:
@@ -429,6 +449,7 @@ def test_load_by_entry_name() -> None:
         "dovecot-login",
         "uw-imap-login",
         "uw-imap-fail",
+        "uw-imap-solaris-login",
     )
 
 
@@ -483,7 +504,8 @@ def test_extra_entry_named_like_a_group_replaces_the_group() -> None:
     """An admin entry named like a built-in group replaces all of that group's entries."""
     replacement = entry(name="courier", programs=["pop3d"])
     table = load_table(extra=[replacement])
-    assert table.names == ("dovecot-login", "dovecot-fail", "courier", "uw-imap-login", "uw-imap-fail")
+    assert table.names[:5] == ("dovecot-login", "dovecot-fail", "courier", "uw-imap-login", "uw-imap-fail")
+    assert not any(name.startswith("courier-") for name in table.names)
 
 
 def test_builtin_entries_are_fresh_copies() -> None:
