@@ -11,7 +11,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: to build bsddb3 against the libdb that Postfix uses, and
 # the real programs the integration tests drive.
 DEB_BUILD := python3 python3-venv python3-dev gcc libdb5.3-dev
-DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd
+DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd rsyslog-gnutls
 
 .PHONY: run test deps-build deps-test venv clean
 

@@ -20,7 +20,8 @@ import attrs
 
 from pbsyslog.trust import LOOPBACK, is_loopback_only, parse_network
 
-PROTOCOLS = ("udp", "tcp")
+PROTOCOLS = ("udp", "tcp", "tls")
+_LISTENER_KEYS = ("allow", "host", "hostnames", "port", "protocol", "tls_ca", "tls_cert", "tls_key", "tls_peers")
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,14 @@ class Listener:
     port: int
     # Sender networks (CIDR strings, normalised) allowed to send to this listener.
     allow: tuple[str, ...] = LOOPBACK
+    # Syslog HOSTNAMEs this listener accepts (lowercase); empty: any.
+    hostnames: tuple[str, ...] = ()
+    # protocol "tls" only: PEM files, and optional client certificate pins
+    # (names, or "sha256:AB:CD:..." fingerprints).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_peers: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -162,8 +171,15 @@ class Config:
             raise ConfigError("listen: at least one listener is needed")
         seen: set[tuple[str, str, int]] = set()
         for listener in self.listen:
-            remote = [n for n in listener.allow if not is_loopback_only(parse_network(n))]
-            if remote and not self.insecure_remote:
+            networks = [parse_network(n) for n in listener.allow]
+            world = [str(n) for n in networks if n.prefixlen == 0]
+            if world and not self.insecure_remote:
+                raise ConfigError(
+                    f"listen {listener}: allow lists {', '.join(world)}, i.e. the whole world; "
+                    "list the networks of your POP/IMAP servers, or set insecure_remote = true"
+                )
+            remote = [str(n) for n in networks if not is_loopback_only(n)]
+            if remote and listener.protocol != "tls" and not self.insecure_remote:
                 raise ConfigError(
                     f"listen {listener}: allow lists {', '.join(remote)}, but this is plain "
                     f"{listener.protocol.upper()}: anyone who can send one forged login line "
@@ -287,9 +303,9 @@ def _listeners(value: Any) -> tuple[Listener, ...]:
 def _listener(item: Any, where: str) -> Listener:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: expected a table with protocol, host, port")
-    unknown = sorted(set(item) - {"protocol", "host", "port", "allow"})
+    unknown = sorted(set(item) - set(_LISTENER_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: allow, host, port, protocol)")
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(_LISTENER_KEYS)})")
     protocol = item.get("protocol")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{where}.protocol: expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -302,7 +318,28 @@ def _listener(item: Any, where: str) -> Listener:
         raise ConfigError(f"{where}.port: missing")
     port = _int(item["port"], f"{where}.port", 0, 65535)
     allow = _networks(item["allow"], f"{where}.allow") if "allow" in item else LOOPBACK
-    return Listener(protocol, str(address), port, allow)
+    hostnames = tuple(h.lower() for h in _strings(item.get("hostnames", []), f"{where}.hostnames"))
+    tls: dict[str, Any] = {}
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        if key in item:
+            if protocol != "tls":
+                raise ConfigError(f"{where}.{key}: only a listener with protocol = \"tls\" takes it")
+            if not isinstance(item[key], str) or not item[key]:
+                raise ConfigError(f"{where}.{key}: expected a path to a PEM file")
+            tls[key] = item[key]
+        elif protocol == "tls":
+            raise ConfigError(f"{where}.{key}: a TLS listener needs it (PEM file)")
+    if "tls_peers" in item:
+        if protocol != "tls":
+            raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" takes it")
+        tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
+    return Listener(protocol, str(address), port, allow, hostnames, **tls)
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}: expected a list of non-empty strings")
+    return value
 
 
 def _networks(value: Any, key: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ class Counters:
     refused: int = 0
     stale: int = 0
     full: int = 0
+    wrong_host: int = 0
 
 
 def may_relay(ip: str, authorise_loopback: bool) -> bool:
@@ -56,14 +57,23 @@ class Pipeline:
         self.max_tracked = max_tracked
         self.counters = Counters()
 
-    def feed(self, frame: bytes, now: float) -> tuple[str, str, str] | None:
-        """Handle one frame; return (ip, pattern, "added"|"extended") when it moved a deadline."""
+    def feed(
+        self, frame: bytes, now: float, hostnames: frozenset[str] | None = None
+    ) -> tuple[str, str, str] | None:
+        """Handle one frame; return (ip, pattern, "added"|"extended") when it moved a deadline.
+
+        ``hostnames``, when given, are the syslog HOSTNAMEs the listener
+        accepts: a message from any other host is counted and dropped.
+        """
         counters = self.counters
         counters.frames += 1
         try:
             message = parse(frame)
         except MalformedMessage:
             counters.malformed += 1
+            return None
+        if hostnames is not None and (message.hostname or "").lower() not in hostnames:
+            counters.wrong_host += 1
             return None
         event = self.table.match(message)
         if event is None:

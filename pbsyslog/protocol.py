@@ -21,11 +21,15 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 
+from zope.interface import implementer
+
 from pbsyslog.framing import StreamFramer, datagram_frame
+from pbsyslog.tls import matches_pins
 
 Sink = Callable[[bytes, str], None]
 Check = Callable[[str], bool]
@@ -69,6 +73,7 @@ class Listening:
     counters: TransportCounters
     limits: Limits
     clock: Any  # IReactorTime
+    tls_peers: tuple[str, ...] = ()  # TLS only: client certificate pins; empty: any cert the CA signed
 
 
 def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
@@ -126,8 +131,9 @@ class SyslogDatagramProtocol(DatagramProtocol):
             _deliver(ctx.sink, frame, peer)
 
 
+@implementer(IHandshakeListener)
 class SyslogStreamProtocol(Protocol, TimeoutMixin):
-    """RFC 6587 framing (octet-counted or LF, decided per frame) on one connection."""
+    """RFC 6587 framing (octet-counted or LF, decided per frame) on one connection (TCP or TLS)."""
 
     def __init__(self, factory: SyslogStreamFactory, peer: str) -> None:
         self._factory = factory
@@ -136,13 +142,30 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self._peer = peer
         self._oversize_seen = 0
         self._malformed_seen = 0
+        self._pinned = not self._ctx.tls_peers  # nothing to check without pins
         self.callLater = self._ctx.clock.callLater  # TimeoutMixin runs on our clock
 
     def connectionMade(self) -> None:  # noqa: N802
         if self._ctx.limits.idle_timeout > 0:
             self.setTimeout(self._ctx.limits.idle_timeout)
 
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted's name)
+        """TLS only: drop a client whose certificate matches none of the listener's pins."""
+        self._check_pins()
+
+    def _check_pins(self) -> bool:
+        if not self._pinned:
+            cert = self.transport.getPeerCertificate()
+            if matches_pins(cert, self._ctx.tls_peers):
+                self._pinned = True
+            else:
+                self._ctx.refused(f"{self._peer} (client certificate not pinned)")
+                self.transport.abortConnection()
+        return self._pinned
+
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if not self._pinned and not self._check_pins():
+            return
         self.resetTimeout()
         framer = self._framer
         sink, peer = self._ctx.sink, self._peer

@@ -32,6 +32,7 @@ from pbsyslog.protocol import (
     TransportCounters,
 )
 from pbsyslog.state import StateJournal
+from pbsyslog.tls import server_options
 from pbsyslog.tracker import Tracker
 from pbsyslog.trust import SenderFilter
 
@@ -113,19 +114,24 @@ class PbsyslogService(Service):
             self.map = None
 
     def _listen(self, listener: Any) -> Any:
+        hostnames = frozenset(listener.hostnames) or None
         ctx = Listening(
-            sink=self.receive,
+            sink=(lambda frame, peer: self.receive(frame, peer, hostnames)) if hostnames else self.receive,
             allowed=SenderFilter(listener.allow).allows,
             refused=self.refused,
             counters=self.transport_counters,
             limits=self.limits,
             clock=self.reactor,
+            tls_peers=listener.tls_peers,
         )
         if listener.protocol == "udp":
             port = self.reactor.listenUDP(
                 listener.port, SyslogDatagramProtocol(ctx),
                 interface=listener.host, maxPacketSize=MAX_DATAGRAM,
             )
+        elif listener.protocol == "tls":
+            options = server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+            port = self.reactor.listenSSL(listener.port, SyslogStreamFactory(ctx), options, interface=listener.host)
         else:
             port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
         bound = port.getHost()
@@ -146,9 +152,9 @@ class PbsyslogService(Service):
         log.warn("refused syslog from untrusted sender {peer} (not in the listener's allow list); "
                  "{n} refused so far", peer=peer, n=self.untrusted)
 
-    def receive(self, frame: bytes, peer: str) -> None:
+    def receive(self, frame: bytes, peer: str, hostnames: frozenset[str] | None = None) -> None:
         """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
-        change = self.pipeline.feed(frame, self.reactor.seconds())
+        change = self.pipeline.feed(frame, self.reactor.seconds(), hostnames)
         if change is None:
             if self.pipeline.counters.full != self._full_seen:
                 self._warn_full()

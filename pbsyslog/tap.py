@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, load, parse_hostport
 from pbsyslog.patterns import PatternError, load_table
+from pbsyslog.tls import TLSSetupError, server_options
 
 
 class Options(usage.Options):
@@ -55,7 +56,10 @@ class Options(usage.Options):
             self.config = self._build_config()
             load_table(self.config.patterns, extra=self.config.extra_patterns)
             check_map_directory(self.config.dbfile)
-        except (ConfigError, PatternError) as e:
+            for listener in self.config.listen:
+                if listener.protocol == "tls":
+                    server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+        except (ConfigError, PatternError, TLSSetupError) as e:
             raise usage.UsageError(str(e)) from None
 
     def _build_config(self) -> Config:

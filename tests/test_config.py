@@ -39,7 +39,11 @@ def test_sample_config_loads_with_documented_defaults() -> None:
         ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "allow": []}]}, "listen[0].allow"),
         ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "allow": ["nowhere"]}]}, "'nowhere'"),
         ({"listen": [{"protocol": "udp", "host": "0.0.0.0", "port": 1, "allow": ["192.0.2.0/28"]}]}, "insecure_remote"),
-        ({"listen": [{"protocol": "tcp", "host": "::", "port": 1, "allow": ["::/0"]}]}, "TLS"),
+        ({"listen": [{"protocol": "tcp", "host": "::", "port": 1, "allow": ["::/0"]}]}, "whole world"),
+        ({"listen": [{"protocol": "tls", "host": "::", "port": 1, "allow": ["0.0.0.0/0"], "tls_cert": "c", "tls_key": "k", "tls_ca": "a"}]}, "whole world"),
+        ({"listen": [{"protocol": "tls", "host": "::1", "port": 1}]}, "listen[0].tls_cert"),
+        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "tls_ca": "x"}]}, "listen[0].tls_ca"),
+        ({"listen": [{"protocol": "udp", "host": "::1", "port": 1, "hostnames": "mx"}]}, "listen[0].hostnames"),
         ({"listen": []}, "listen"),
     ],
 )

@@ -58,3 +58,13 @@ def test_addresses_that_may_never_relay() -> None:
     assert not may_relay("127.0.0.1", False) and may_relay("127.0.0.1", True)
     assert not may_relay("::1", False) and may_relay("::1", True)
     assert may_relay("192.0.2.1", False) and may_relay("2001:db8::1", False)
+
+
+def test_hostname_pinning() -> None:
+    """With pinned hostnames, a login from another syslog HOSTNAME is counted and ignored."""
+    p = pipeline()
+    pinned = frozenset({"pop1.example.net"})
+    line = b"<22>Nov 29 14:22:55 %s dovecot: pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1, mpid=1, session=<x>"
+    assert p.feed(line % b"evil.example.net", NOW, pinned) is None
+    assert p.counters.wrong_host == 1 and len(p.tracker) == 0
+    assert p.feed(line % b"POP1.example.net", NOW, pinned) is not None
