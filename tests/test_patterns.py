@@ -676,3 +676,90 @@ def test_samples_cover_every_program() -> None:
     for pattern in TABLE.patterns:
         for program in pattern.programs:
             assert (pattern.group, program) in positives, (pattern.name, program)
+
+
+# --------------------------------------- forged user names, the other daemons --
+
+# (program, line template with {user}, kind): the client address is always
+# 192.0.2.7 (or a spelling of it); the user field is the attacker's.
+FORGEABLE = [
+    ("cyrus/imap", "login: client.example [192.0.2.7] {user} plaintext User logged in SESSIONID=<cyrus-1-2-3-4>", "login"),
+    ("cyrus/pop3", "badlogin: client.example [192.0.2.7] plaintext ({user}) [SASL(-13): authentication failure]", "fail"),
+    ("perdition.pop3", 'Auth: 192.0.2.7:4242->192.0.2.1:110 client-secure=plaintext authorisation_id=NONE authentication_id="{user}" server="10.0.0.2:110" protocol=POP3 server-secure=plaintext status="ok"', "login"),
+    ("perdition.pop3", 'Auth: 192.0.2.7:4242->192.0.2.1:110 client-secure=plaintext authorisation_id=NONE authentication_id="{user}" server="10.0.0.2:110" protocol=POP3 server-secure=plaintext status="failed: Re-Authentication Failure"', "fail"),
+    ("perdition.pop3", 'Closing session: 192.0.2.7:4242->192.0.2.1:110 authorisation_id=NONE authentication_id="{user}" received=12 sent=18', "logout"),
+    ("solid-pop3d", "user {user} authenticated - 192.0.2.7", "login"),
+    ("solid-pop3d", "authentication failed: no such user: {user} - 192.0.2.7", "fail"),
+    ("solid-pop3d", "session ended for user {user} - 192.0.2.7", "logout"),
+    ("in.qpopper", '(v4.0.9) POP login by user "{user}" at (client.example) 192.0.2.7 [pop_log.c:244]', "login"),
+    ("qpopper", "Stats: {user} 0 0 1 300 client.example 192.0.2.7", "login"),
+    ("vpopmail", "vchkpw-pop3: (PLAIN) login success {user}@example.com:192.0.2.7", "login"),
+    ("vpopmail", "vchkpw-pop3: password fail {user}@example.com:192.0.2.7", "fail"),
+    ("dovecot-log", "Nov 29 14:27:53 pop3-login: Info: Login: user=<{user}>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=1, session=<x>", "login"),
+    ("imap-login", "Login: {user} [192.0.2.7]", "login"),
+    ("popa3d", "Authentication passed for {user} -- [192.0.2.7]", "login"),
+    ("teapop", "Successful login for {user} from client.example [192.0.2.7]", "login"),
+    ("AppleMailServer", 'IMAP User "{user}" log on successful from 192.0.2.7', "login"),
+    ("vm-pop3d", "User {user} logged in from 192.0.2.7", "login"),
+    ("cucipop", "{user} 192.0.2.7 0, 2 (3020), 0 (0)", "login"),
+    ("gnu-pop3d", "User {user} logged in with mailbox /var/mail/x from 192.0.2.7", "login"),
+]
+
+OTHER_USER_NAMES = user_names(
+    " [6.6.6.6] plaintext User logged in",
+    '" server="6.6.6.6:1" protocol=POP3 server-secure=plaintext status="ok',
+    " - 6.6.6.6",
+    ' at (evil) 6.6.6.6',
+    "@evil:6.6.6.6 x",
+    ":6.6.6.6",
+    " -- [6.6.6.6]",
+    " 6.6.6.6 0, 0 (0), 0 (0)",
+    " logged in from 6.6.6.6",
+    ">, method=PLAIN, rip=6.6.6.6, lip=6.6.6.6",
+)
+
+
+@pytest.mark.parametrize(("program", "template", "kind"), FORGEABLE, ids=[f"{p}:{t[:30]}" for p, t, _ in FORGEABLE])
+@given(user=OTHER_USER_NAMES)
+def test_forged_user_name_cannot_choose_the_address_or_the_kind(program: str, template: str, kind: str, user: str) -> None:
+    """Whatever the user name, the line gives its own kind for 192.0.2.7, or nothing."""
+    event = TABLE.match(message(program, template.format(user=user)))
+    assert event is None or (event.kind, event.ip) == (kind, "192.0.2.7")
+
+
+@pytest.mark.parametrize(("program", "template", "kind"), FORGEABLE, ids=[f"{p}:{t[:30]}" for p, t, _ in FORGEABLE])
+def test_forgeable_templates_match_with_a_plain_user(program: str, template: str, kind: str) -> None:
+    """Each template above is a line its entry reports, so the forgery test tests something."""
+    event = TABLE.match(message(program, template.format(user="alice")))
+    assert event is not None and (event.kind, event.ip) == (kind, "192.0.2.7")
+
+
+def test_perdition_ipv6_port_is_split_at_the_last_colon() -> None:
+    """In Perdition's ip:port, '::1:39841' is address ::1 with port 39841, not the address ::1:39841."""
+    text = (
+        'Auth: ::1:39841->::1:41303 client-secure=plaintext authorisation_id=NONE authentication_id="alice" '
+        'server="127.0.0.1:44011" protocol=POP3 server-secure=plaintext status="ok"'
+    )
+    event = TABLE.match(message("perdition.pop3", text))
+    assert event is not None and event.ip == "::1"
+
+
+def test_cyrus_anonymous_login_never_authorises() -> None:
+    """A Cyrus anonymous login (anyone can do it) gives no login."""
+    text = "login: client.example [192.0.2.7] anonymous plaintext User logged in"
+    event = TABLE.match(message("cyrus/imap", text))
+    assert event is None or event.kind != "login"
+
+
+def test_smtp_auth_through_vchkpw_never_authorises() -> None:
+    """vchkpw's SMTP AUTH success lines are not mailbox logins."""
+    for service in ("smtp", "smtps", "submission"):
+        text = f"vchkpw-{service}: (PLAIN) login success alice@example.com:192.0.2.7"
+        assert TABLE.match(message("vpopmail", text)) is None
+
+
+def test_unknown_program_costs_no_regex() -> None:
+    """A program no entry names routes to nothing: one dict lookup, no regex."""
+    table = load_table()
+    assert table._rules_for("postfix/smtpd") == ()
+    assert table._rules_for("sshd") == ()
