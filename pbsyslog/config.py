@@ -51,6 +51,23 @@ class Listener:
         return f"{self.protocol} {host}:{self.port}"
 
 
+@attrs.frozen
+class SocketmapListener:
+    """Where pbsyslog answers Postfix/Sendmail socketmap lookups from live state."""
+
+    host: str | None = None
+    port: int = 0
+    path: str | None = None  # a UNIX socket instead of host/port
+    names: tuple[str, ...] = ()  # map names answered; empty: any
+    allow: tuple[str, ...] = LOOPBACK
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix {self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"tcp {host}:{self.port}"
+
+
 DEFAULT_LISTENERS = (
     Listener("udp", "127.0.0.1", 5514),
     Listener("tcp", "127.0.0.1", 5514),
@@ -77,6 +94,7 @@ class Config:
     udp_rate: float = 20000.0
     max_tracked: int = 1_000_000
     listen: tuple[Listener, ...] = DEFAULT_LISTENERS
+    socketmap: tuple[SocketmapListener, ...] = ()
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Config:
@@ -85,6 +103,7 @@ class Config:
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
             "pattern", "authorise_loopback", "insecure_remote", "max_frame", "listen",
             "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
+            "socketmap",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -123,6 +142,12 @@ class Config:
             kwargs["idle_timeout"] = _seconds(raw["idle_timeout"], "idle_timeout", allow_zero=True)
         if "udp_rate" in raw:
             kwargs["udp_rate"] = _rate(raw["udp_rate"], "udp_rate")
+        if "socketmap" in raw:
+            if not isinstance(raw["socketmap"], list):
+                raise ConfigError("socketmap: expected [[socketmap]] tables")
+            kwargs["socketmap"] = tuple(
+                _socketmap(item, f"socketmap[{i}]") for i, item in enumerate(raw["socketmap"])
+            )
         if "max_tracked" in raw:
             kwargs["max_tracked"] = _int(raw["max_tracked"], "max_tracked", 1, 100_000_000)
         return cls(**kwargs).checked()
@@ -134,6 +159,7 @@ class Config:
         dbfile: str | None = None,
         listen: Sequence[Listener] = (),
         allow: Sequence[str] = (),
+        socketmap: Sequence[SocketmapListener] = (),
     ) -> Config:
         """Return a copy with command-line overrides applied, checked like the file's values."""
         changes: dict[str, Any] = {}
@@ -148,6 +174,8 @@ class Config:
             changes["dbfile"] = _dbfile(dbfile, "--dbfile")
         if listen:
             changes["listen"] = tuple(listen)
+        if socketmap:  # enables more socketmaps; the file's stay
+            changes["socketmap"] = self.socketmap + tuple(socketmap)
         if allow:
             networks = _networks(list(allow), "--allow")
             changes["listen"] = tuple(
@@ -169,6 +197,14 @@ class Config:
             )
         if not self.listen:
             raise ConfigError("listen: at least one listener is needed")
+        for sm in self.socketmap:
+            remote = sm.host is not None and not ipaddress.ip_address(sm.host).is_loopback
+            wide = [n for n in sm.allow if not is_loopback_only(parse_network(n))]
+            if (remote or wide) and not self.insecure_remote:
+                raise ConfigError(
+                    f"socketmap {sm}: answers only on loopback or a UNIX socket unless "
+                    "insecure_remote = true (it tells anyone who asks which clients may relay)"
+                )
         seen: set[tuple[str, str, int]] = set()
         for listener in self.listen:
             networks = [parse_network(n) for n in listener.allow]
@@ -211,20 +247,27 @@ def load(path: str) -> Config:
 
 def parse_hostport(text: str, protocol: str) -> Listener:
     """Parse ``HOST:PORT`` or ``[V6]:PORT`` from the command line into a Listener."""
+    host, port = _split_hostport(text, f"--{protocol}")
+    return _listener({"protocol": protocol, "host": host, "port": port}, f"--{protocol}")
+
+
+def parse_socketmap(text: str) -> SocketmapListener:
+    """Parse ``--socketmap HOST:PORT`` (or ``[V6]:PORT``)."""
+    host, port = _split_hostport(text, "--socketmap")
+    return _socketmap({"host": host, "port": port}, "--socketmap")
+
+
+def _split_hostport(text: str, option: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        raise ConfigError(f"--{protocol} {text!r}: expected HOST:PORT or [IPV6]:PORT")
+        raise ConfigError(f"{option} {text!r}: expected HOST:PORT or [IPV6]:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ConfigError(f"--{protocol} {text!r}: write IPv6 addresses as [ADDR]:PORT")
-    return _listener({"protocol": protocol, "host": host, "port": _port_text(port, text, protocol)}, f"--{protocol}")
-
-
-def _port_text(port: str, text: str, protocol: str) -> int:
+        raise ConfigError(f"{option} {text!r}: write IPv6 addresses as [ADDR]:PORT")
     if not port.isdigit():
-        raise ConfigError(f"--{protocol} {text!r}: port must be a number")
-    return int(port)
+        raise ConfigError(f"{option} {text!r}: port must be a number")
+    return host, int(port)
 
 
 def _seconds(value: Any, key: str, allow_zero: bool = False) -> float:
@@ -334,6 +377,31 @@ def _listener(item: Any, where: str) -> Listener:
             raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" takes it")
         tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
+
+
+def _socketmap(item: Any, where: str) -> SocketmapListener:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: expected a table with host and port, or path")
+    known = ("allow", "host", "names", "path", "port")
+    unknown = sorted(set(item) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(known)})")
+    names = tuple(_strings(item.get("names", []), f"{where}.names"))
+    allow = _networks(item["allow"], f"{where}.allow") if "allow" in item else LOOPBACK
+    if "path" in item:
+        if "host" in item or "port" in item:
+            raise ConfigError(f"{where}: give either path (UNIX socket) or host and port")
+        if not isinstance(item["path"], str) or not item["path"].startswith("/"):
+            raise ConfigError(f"{where}.path: expected an absolute path for the UNIX socket")
+        return SocketmapListener(path=item["path"], names=names, allow=allow)
+    try:
+        host = str(ipaddress.ip_address(item.get("host", "127.0.0.1")))
+    except ValueError:
+        raise ConfigError(f"{where}.host: expected an IPv4 or IPv6 address literal") from None
+    if "port" not in item:
+        raise ConfigError(f"{where}.port: missing")
+    return SocketmapListener(host=host, port=_int(item["port"], f"{where}.port", 0, 65535),
+                             names=names, allow=allow)
 
 
 def _strings(value: Any, key: str) -> list[str]:

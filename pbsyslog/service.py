@@ -31,6 +31,7 @@ from pbsyslog.protocol import (
     SyslogStreamFactory,
     TransportCounters,
 )
+from pbsyslog.socketmap import SocketmapFactory
 from pbsyslog.state import StateJournal
 from pbsyslog.tls import server_options
 from pbsyslog.tracker import Tracker
@@ -83,6 +84,8 @@ class PbsyslogService(Service):
             log.info("added {ip} to map (restored)", ip=ip)
         for listener in self.config.listen:
             self.ports.append(self._listen(listener))
+        for sm in self.config.socketmap:
+            self.ports.append(self._listen_socketmap(sm))
         self._expiry.start(self.config.expire_interval, now=False)
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
@@ -138,6 +141,25 @@ class PbsyslogService(Service):
         host = f"[{bound.host}]" if ":" in bound.host else bound.host
         log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
         return port
+
+    def _listen_socketmap(self, sm: Any) -> Any:
+        factory = SocketmapFactory(self.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)
+        if sm.path is not None:
+            port = self.reactor.listenUNIX(sm.path, factory, mode=0o666, wantPID=False)
+            log.info("socketmap on unix {path}", path=sm.path)
+            return port
+        port = self.reactor.listenTCP(sm.port, factory, interface=sm.host)
+        bound = port.getHost()
+        host = f"[{bound.host}]" if ":" in bound.host else bound.host
+        log.info("socketmap on tcp {host}:{port}", host=host, port=bound.port)
+        return port
+
+    def lookup(self, key: str) -> str | None:
+        """The socketmap answer for ``key``: the map value while it is authorised, else None."""
+        deadline = self.tracker.deadline(key)
+        if deadline is None or deadline <= self.reactor.seconds():
+            return None
+        return self.config.map_value
 
     def refused(self, peer: str) -> None:
         """Count a frame or connection from an untrusted peer; warn at most once a minute per peer."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from pbsyslog.config import Config, ConfigError, load, parse_hostport
+from pbsyslog.config import Config, ConfigError, load, parse_hostport, parse_socketmap
 from pbsyslog.patterns import PatternError, load_table
 from pbsyslog.tls import TLSSetupError, server_options
 
@@ -23,7 +23,7 @@ class Options(usage.Options):
 
     synopsis = (
         "[--config FILE] [--udp HOST:PORT]... [--tcp HOST:PORT]... [--allow CIDR]... "
-        "[--dbfile PATH] [--grace SECONDS]"
+        "[--socketmap HOST:PORT]... [--dbfile PATH] [--grace SECONDS]"
     )
 
     optParameters = [
@@ -37,11 +37,16 @@ class Options(usage.Options):
         self["udp"] = []
         self["tcp"] = []
         self["allow"] = []
+        self["socketmap"] = []
         self.config: Config | None = None
 
     def opt_udp(self, value: str) -> None:
         """Listen for syslog on UDP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
         self["udp"].append(value)
+
+    def opt_socketmap(self, value: str) -> None:
+        """Also answer Postfix socketmap lookups on HOST:PORT (loopback unless insecure_remote); repeatable."""
+        self["socketmap"].append(value)
 
     def opt_allow(self, value: str) -> None:
         """Allow syslog from this sender network (CIDR); repeatable, replaces every listener's allow list."""
@@ -67,7 +72,8 @@ class Options(usage.Options):
         listeners = [parse_hostport(v, "udp") for v in self["udp"]]
         listeners += [parse_hostport(v, "tcp") for v in self["tcp"]]
         return config.override(
-            grace=self["grace"], dbfile=self["dbfile"], listen=listeners, allow=self["allow"]
+            grace=self["grace"], dbfile=self["dbfile"], listen=listeners, allow=self["allow"],
+            socketmap=[parse_socketmap(v) for v in self["socketmap"]],
         )
 
 
