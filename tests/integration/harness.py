@@ -536,6 +536,21 @@ class Postfix(Daemon):
         # Not under pytest's tmp_path, for the same reason as Dovecot's: the
         # queue's subdirectories belong to the postfix user.
         self.root = Path(tempfile.mkdtemp(prefix="pbsyslog-postfix-"))
+        self._final_log: str | None = None
+        self._final_queue: list[str] | None = None
+        try:
+            self._configure()
+        except BaseException:  # pytest.fail's exception included
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        # A session leader: on SIGTERM the master signals its own process
+        # group, and fails with "kill process group: No such process" (leaving
+        # its children behind) when it does not lead one.
+        self.spawn([POSTFIX_MASTER, "-c", str(self.config_dir), "-d"], self.root, new_session=True)
+        self.wait_until(self._banner, f"an SMTP banner on {LOOPBACK_V4}:{self.port}")
+
+    def _configure(self) -> None:
+        """Write main.cf and master.cf and let `postfix check` create the queue."""
         self.root.chmod(0o755)
         self.config_dir = self.root / "etc"
         self.queue_dir = self.root / "spool"
@@ -547,7 +562,7 @@ class Postfix(Daemon):
         self.queue_dir.chmod(0o755)
         self.port = free_port(socket.SOCK_STREAM)
         values = {
-            "root": self.root, "log": self.log_path, "access_map": access_map,
+            "root": self.root, "log": self.log_path, "access_map": self.access_map,
             "listen": f"{LOOPBACK_V4}:{self.port}",
         }
         # Kept in memory too: stop() removes the directory, describe() may come after.
@@ -560,27 +575,18 @@ class Postfix(Daemon):
         an_hour_ago = time.time() - 3600
         for name in ("main.cf", "master.cf"):
             os.utime(self.config_dir / name, (an_hour_ago, an_hour_ago))
-        self._final_log: str | None = None
-        self._final_queue: list[str] | None = None
         check = subprocess.run(
             [POSTFIX, "-c", str(self.config_dir), "check"],
             capture_output=True, text=True, timeout=60,
         )
         if check.returncode != 0:
-            log = self.log_text()
-            shutil.rmtree(self.root, ignore_errors=True)
             pytest.fail(
                 f"postfix -c {self.config_dir} check failed (status {check.returncode}):\n"
                 f"{check.stdout}{check.stderr}\n"
                 + describe_output("main.cf", self.main_cf) + "\n"
-                + describe_output(f"postfix log {self.log_path}", log),
+                + describe_output(f"postfix log {self.log_path}", self.log_text()),
                 pytrace=False,
             )
-        # A session leader: on SIGTERM the master signals its own process
-        # group, and fails with "kill process group: No such process" (leaving
-        # its children behind) when it does not lead one.
-        self.spawn([POSTFIX_MASTER, "-c", str(self.config_dir), "-d"], self.root, new_session=True)
-        self.wait_until(self._banner, f"an SMTP banner on {LOOPBACK_V4}:{self.port}")
 
     def _banner(self) -> bool:
         try:
