@@ -29,6 +29,8 @@ class Counters:
     stale: int = 0
     full: int = 0
     wrong_host: int = 0
+    # (pattern, event kind) -> lines matched
+    matches: dict[tuple[str, str], int] = attrs.Factory(dict)
 
 
 def may_relay(ip: str, authorise_loopback: bool) -> bool:
@@ -78,6 +80,8 @@ class Pipeline:
         event = self.table.match(message)
         if event is None:
             return None
+        key = (event.pattern, event.kind)
+        counters.matches[key] = counters.matches.get(key, 0) + 1
         if event.kind != "login":
             if event.kind == "fail":
                 counters.failures += 1
