@@ -95,6 +95,7 @@ class Config:
     max_tracked: int = 1_000_000
     listen: tuple[Listener, ...] = DEFAULT_LISTENERS
     socketmap: tuple[SocketmapListener, ...] = ()
+    metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Config:
@@ -103,7 +104,7 @@ class Config:
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
             "pattern", "authorise_loopback", "insecure_remote", "max_frame", "listen",
             "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
-            "socketmap",
+            "socketmap", "metrics",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -148,6 +149,8 @@ class Config:
             kwargs["socketmap"] = tuple(
                 _socketmap(item, f"socketmap[{i}]") for i, item in enumerate(raw["socketmap"])
             )
+        if "metrics" in raw:
+            kwargs["metrics"] = _metrics(raw["metrics"], "metrics")
         if "max_tracked" in raw:
             kwargs["max_tracked"] = _int(raw["max_tracked"], "max_tracked", 1, 100_000_000)
         return cls(**kwargs).checked()
@@ -160,6 +163,7 @@ class Config:
         listen: Sequence[Listener] = (),
         allow: Sequence[str] = (),
         socketmap: Sequence[SocketmapListener] = (),
+        metrics: str | None = None,
     ) -> Config:
         """Return a copy with command-line overrides applied, checked like the file's values."""
         changes: dict[str, Any] = {}
@@ -174,6 +178,8 @@ class Config:
             changes["dbfile"] = _dbfile(dbfile, "--dbfile")
         if listen:
             changes["listen"] = tuple(listen)
+        if metrics is not None:
+            changes["metrics"] = _metrics(metrics, "--metrics")
         if socketmap:  # enables more socketmaps; the file's stay
             changes["socketmap"] = self.socketmap + tuple(socketmap)
         if allow:
@@ -197,6 +203,9 @@ class Config:
             )
         if not self.listen:
             raise ConfigError("listen: at least one listener is needed")
+        if self.metrics is not None and not ipaddress.ip_address(self.metrics[0]).is_loopback \
+                and not self.insecure_remote:
+            raise ConfigError("metrics: serves on loopback only unless insecure_remote = true")
         for sm in self.socketmap:
             remote = sm.host is not None and not ipaddress.ip_address(sm.host).is_loopback
             wide = [n for n in sm.allow if not is_loopback_only(parse_network(n))]
@@ -377,6 +386,21 @@ def _listener(item: Any, where: str) -> Listener:
             raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" takes it")
         tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
+
+
+def _metrics(value: Any, key: str) -> tuple[str, int] | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f'{key}: expected "HOST:PORT" (or "" for none), got {value!r}')
+    host, port = _split_hostport(value, key)
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ConfigError(f"{key}: expected an IPv4 or IPv6 address literal, got {host!r}") from None
+    if port > 65535:
+        raise ConfigError(f"{key}: port out of range")
+    return host, port
 
 
 def _socketmap(item: Any, where: str) -> SocketmapListener:

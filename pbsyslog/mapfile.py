@@ -12,8 +12,12 @@ So every batch of changes here runs under an exclusive ``flock`` on the same
 descriptor and ends with ``sync()``, and the file's mtime is moved forward
 by at least one whole second per commit: otherwise two commits in the same
 second could leave an smtpd that opened the map between them with a stale
-view.  (Under more than one commit per second that mtime runs ahead of the
-wall clock; write coalescing keeps commits rare enough.)
+view.  The price: during a burst of more than one commit per second (the
+service coalesces to at most 1/commit_interval, 4 by default) the mtime runs
+ahead of the wall clock by up to 3 s per second of burst, and the clock
+catches up once the burst is over.  Postfix only compares mtimes for
+inequality, so a future mtime is harmless; an atomic rebuild + rename()
+would avoid it but costs a full rewrite per commit (seconds at 1M entries).
 
 The file is created when the writer opens and is never deleted: an smtpd
 that starts while the file is missing answers 451 until it exits.

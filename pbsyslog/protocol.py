@@ -43,8 +43,10 @@ log = Logger()
 
 @attrs.define
 class TransportCounters:
-    """What the listeners dropped, by reason (shared by all listeners of a service)."""
+    """What one listener received, and what it dropped by reason."""
 
+    frames: int = 0
+    untrusted: int = 0
     oversize: int = 0
     bad_frames: int = 0
     rate_limited: int = 0
@@ -118,6 +120,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         ctx = self._ctx
         peer = addr[0]
         if not ctx.allowed(peer):
+            ctx.counters.untrusted += 1
             ctx.refused(peer)
             return
         if self._buckets is not None and not self._buckets.take(peer, ctx.clock.seconds()):
@@ -128,6 +131,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
             return
         frame = datagram_frame(data)
         if frame is not None:
+            ctx.counters.frames += 1
             _deliver(ctx.sink, frame, peer)
 
 
@@ -159,6 +163,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
             if matches_pins(cert, self._ctx.tls_peers):
                 self._pinned = True
             else:
+                self._ctx.counters.untrusted += 1
                 self._ctx.refused(f"{self._peer} (client certificate not pinned)")
                 self.transport.abortConnection()
         return self._pinned
@@ -169,7 +174,9 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self.resetTimeout()
         framer = self._framer
         sink, peer = self._ctx.sink, self._peer
-        for frame in framer.feed(data):
+        frames = framer.feed(data)
+        self._ctx.counters.frames += len(frames)
+        for frame in frames:
             _deliver(sink, frame, peer)
         oversize, malformed = framer.oversize, framer.malformed
         if oversize != self._oversize_seen or malformed != self._malformed_seen:
@@ -201,6 +208,7 @@ class SyslogStreamFactory(Factory):
         ctx = self.ctx
         host = getattr(addr, "host", "")
         if not ctx.allowed(host):
+            ctx.counters.untrusted += 1
             ctx.refused(host)
             return None  # Twisted closes the connection before reading a byte
         limits = ctx.limits

@@ -13,6 +13,7 @@ on the next tick.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from twisted.application.service import Service
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 
 from pbsyslog.config import Config
 from pbsyslog.mapfile import DBError, MapFile
+from pbsyslog.metrics import Metrics
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.protocol import (
@@ -53,7 +55,13 @@ class PbsyslogService(Service):
         self.ports: list[Any] = []
         self.untrusted = 0
         self._warned: dict[str, float] = {}
-        self.transport_counters = TransportCounters()
+        # One set of transport counters per listener, in config order.
+        self.transport_counters: list[tuple[Any, TransportCounters]] = []
+        self.map_commits = 0
+        self.map_errors = 0
+        self.output_name = "postfix-hash"
+        self.metrics = Metrics()
+        self.metrics.watch(self)
         self.limits = Limits(
             max_frame=config.max_frame,
             max_connections=config.max_connections,
@@ -63,7 +71,7 @@ class PbsyslogService(Service):
         )
         self._full_seen = 0
         self._full_warned = float("-inf")
-        self._pending_adds: set[str] = set()
+        self._pending_adds: dict[str, float] = {}  # ip -> when its login arrived
         self._pending_state: set[str] = set()
         self._flush_call: Any = None
         self._dirty = False
@@ -86,6 +94,13 @@ class PbsyslogService(Service):
             self.ports.append(self._listen(listener))
         for sm in self.config.socketmap:
             self.ports.append(self._listen_socketmap(sm))
+        if self.config.metrics is not None:
+            host, port = self.config.metrics
+            web = self.reactor.listenTCP(port, self.metrics.site(), interface=host)
+            self.ports.append(web)
+            bound = web.getHost()
+            log.info("metrics on http://{host}:{port}/metrics",
+                     host=f"[{bound.host}]" if ":" in bound.host else bound.host, port=bound.port)
         self._expiry.start(self.config.expire_interval, now=False)
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
@@ -118,11 +133,13 @@ class PbsyslogService(Service):
 
     def _listen(self, listener: Any) -> Any:
         hostnames = frozenset(listener.hostnames) or None
+        counters = TransportCounters()
+        self.transport_counters.append((listener, counters))
         ctx = Listening(
             sink=(lambda frame, peer: self.receive(frame, peer, hostnames)) if hostnames else self.receive,
             allowed=SenderFilter(listener.allow).allows,
             refused=self.refused,
-            counters=self.transport_counters,
+            counters=counters,
             limits=self.limits,
             clock=self.reactor,
             tls_peers=listener.tls_peers,
@@ -184,7 +201,7 @@ class PbsyslogService(Service):
         ip, _, kind = change
         self._pending_state.add(ip)
         if kind == "added":
-            self._pending_adds.add(ip)
+            self._pending_adds.setdefault(ip, self.reactor.seconds())
         if self._flush_call is None or not self._flush_call.active():
             # Coalesce: an isolated login is committed on the next reactor
             # turn; during a burst, at most one commit per commit_interval
@@ -207,7 +224,7 @@ class PbsyslogService(Service):
     def flush(self) -> None:
         """Commit what changed since the last flush: journal first, then the map."""
         state, self._pending_state = self._pending_state, set()
-        adds, self._pending_adds = self._pending_adds, set()
+        adds, self._pending_adds = self._pending_adds, {}
         tracker = self.tracker
         entries = {}
         for ip in state:
@@ -219,18 +236,30 @@ class PbsyslogService(Service):
         except Exception:
             self._state_dirty = True
             log.failure("state journal write failed; will rewrite {path} from memory", path=self.journal.path)
-        adds = {ip for ip in adds if ip in tracker}
+        adds = {ip: arrived for ip, arrived in adds.items() if ip in tracker}
         if not adds or self.map is None:
             return
+        if not self._commit(add=adds):
+            return
+        self._last_commit = now = self.reactor.seconds()
+        delay = self.metrics.commit_delay.labels(self.output_name)
+        for ip in sorted(adds):
+            delay.observe(max(0.0, now - adds[ip]))
+            log.info("added {ip} to map ({pattern})", ip=ip, pattern=tracker.pattern(ip))
+
+    def _commit(self, add: Any = (), remove: Any = ()) -> bool:
+        """One map commit, timed and counted; on failure, log and mark the map for healing."""
+        started = time.perf_counter()
         try:
-            self.map.apply(add=adds)
-            self._last_commit = self.reactor.seconds()
+            self.map.apply(add=add, remove=remove)
         except Exception:
             self._dirty = True
+            self.map_errors += 1
             log.failure("map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
-            return
-        for ip in sorted(adds):
-            log.info("added {ip} to map ({pattern})", ip=ip, pattern=tracker.pattern(ip))
+            return False
+        self.map_commits += 1
+        self.metrics.write_seconds.labels(self.output_name).observe(time.perf_counter() - started)
+        return True
 
     def tick(self) -> None:
         """Expire what is due, heal the map after a failed write, compact the journal; never raises."""
@@ -243,7 +272,7 @@ class PbsyslogService(Service):
                 self._dirty = False
                 log.info("map rebuilt from memory: {a} added, {r} removed", a=len(added), r=len(gone))
             elif removed:
-                self.map.apply(remove=removed)
+                self._commit(remove=removed)
             for ip in removed:
                 log.info("removed {ip} from map (expired)", ip=ip)
         except Exception:

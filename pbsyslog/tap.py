@@ -30,6 +30,7 @@ class Options(usage.Options):
         ["config", "c", None, "TOML config file (default: built-in defaults)"],
         ["dbfile", None, None, "map path without .db (Postfix: hash:PATH)"],
         ["grace", None, None, "seconds a client may relay after its last login"],
+        ["metrics", None, None, "serve Prometheus metrics on HOST:PORT (/metrics)"],
     ]
 
     def __init__(self) -> None:
@@ -74,6 +75,7 @@ class Options(usage.Options):
         return config.override(
             grace=self["grace"], dbfile=self["dbfile"], listen=listeners, allow=self["allow"],
             socketmap=[parse_socketmap(v) for v in self["socketmap"]],
+            metrics=self["metrics"],
         )
 
 
