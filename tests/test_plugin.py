@@ -29,3 +29,38 @@ def test_bad_config_exits_before_binding(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "'gracee'" in proc.stdout + proc.stderr
     assert not (tmp_path / "var" / "pop-before-smtp.db").exists()
+
+
+def test_json_log_lines(tmp_path: Path) -> None:
+    """With --logger pbsyslog.logs.json every log line is a JSON object; an added IP carries ip and pattern keys."""
+    import json
+    import time
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    port = udp.getsockname()[1]
+    udp.close()
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'dbfile = "{tmp_path}/map"\n[[listen]]\nprotocol = "udp"\nhost = "127.0.0.1"\nport = {port}\n')
+    proc = subprocess.Popen(
+        [TWISTD, "--nodaemon", "--pidfile=", "--logger", "pbsyslog.logs.json", "pbsyslog", "--config", str(conf)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    try:
+        records = []
+        deadline = time.monotonic() + 20
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            records.append(json.loads(line))
+            if "pbsyslog ready" in records[-1]["text"]:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<a>, method=PLAIN, "
+                             b"rip=192.0.2.7, lip=127.0.0.1, mpid=1, session=<x>", ("127.0.0.1", port))
+            if records[-1].get("ip") == "192.0.2.7" or time.monotonic() > deadline:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    added = records[-1]
+    assert added["ip"] == "192.0.2.7" and added["pattern"] == "dovecot-login", records
+    assert added["text"] == "added 192.0.2.7 to map (dovecot-login)" and added["level"] == "info"
