@@ -13,8 +13,12 @@ on the next tick.
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
+
+import attrs
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -45,8 +49,17 @@ log = Logger(namespace="pbsyslog")
 class PbsyslogService(Service):
     """Listens for syslog, keeps the tracker, and mirrors it into the map."""
 
-    def __init__(self, config: Config, reactor: Any, pipeline: Pipeline) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        pipeline: Pipeline,
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
         self.config = config
+        self._reload_config = reload_config
+        self._gates: list[tuple[Any, _Gate]] = []
+        self._previous_hup: Any = None
         self.reactor = reactor
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
@@ -102,6 +115,9 @@ class PbsyslogService(Service):
             log.info("metrics on http://{host}:{port}/metrics",
                      host=f"[{bound.host}]" if ":" in bound.host else bound.host, port=bound.port)
         self._expiry.start(self.config.expire_interval, now=False)
+        if self._reload_config is not None:
+            self._previous_hup = signal.signal(
+                signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
 
@@ -117,6 +133,9 @@ class PbsyslogService(Service):
 
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()
+        if self._previous_hup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hup)
+            self._previous_hup = None
         if self._expiry.running:
             self._expiry.stop()
         ports, self.ports = self.ports, []
@@ -132,12 +151,13 @@ class PbsyslogService(Service):
             self.map = None
 
     def _listen(self, listener: Any) -> Any:
-        hostnames = frozenset(listener.hostnames) or None
+        gate = _Gate(listener)
+        self._gates.append((listener, gate))
         counters = TransportCounters()
         self.transport_counters.append((listener, counters))
         ctx = Listening(
-            sink=(lambda frame, peer: self.receive(frame, peer, hostnames)) if hostnames else self.receive,
-            allowed=SenderFilter(listener.allow).allows,
+            sink=lambda frame, peer: self.receive(frame, peer, gate.hostnames),
+            allowed=gate.allows,
             refused=self.refused,
             counters=counters,
             limits=self.limits,
@@ -158,6 +178,38 @@ class PbsyslogService(Service):
         host = f"[{bound.host}]" if ":" in bound.host else bound.host
         log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
         return port
+
+    def reload(self) -> None:
+        """Re-read the config (SIGHUP): patterns, trust settings and grace; keep state and sockets.
+
+        A config that does not load is refused with an error and the running
+        one stays.  Changes to where listeners bind need a restart.
+        """
+        if self._reload_config is None:
+            return
+        try:
+            new = self._reload_config()
+            table = load_table(new.patterns, extra=new.extra_patterns)
+        except Exception as e:
+            log.error("reload refused, the running configuration stays: {error}", error=e)
+            return
+        bindings = [(l.protocol, l.host, l.port) for l in self.config.listen]
+        if bindings != [(l.protocol, l.host, l.port) for l in new.listen]:
+            log.warn("reload: listeners differ from the running ones; restart to rebind them "
+                     "(their trust settings were not changed)")
+        else:
+            for (_, gate), listener in zip(self._gates, new.listen):
+                gate.update(listener)
+        self.pipeline.table = table
+        self.pipeline.authorise_loopback = new.authorise_loopback
+        self.tracker.grace = new.grace
+        self.config = attrs.evolve(
+            self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
+            authorise_loopback=new.authorise_loopback, grace=new.grace,
+            listen=new.listen if bindings == [(l.protocol, l.host, l.port) for l in new.listen] else self.config.listen,
+        )
+        log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
+                 n=len(table.names), grace=new.grace, ips=len(self.tracker))
 
     def _listen_socketmap(self, sm: Any) -> Any:
         factory = SocketmapFactory(self.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)
@@ -299,8 +351,27 @@ def open_map(path: str, value: str, now: float) -> MapFile:
         return MapFile(path, value)
 
 
-def build(config: Config, reactor: Any) -> PbsyslogService:
-    """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts)."""
+class _Gate:
+    """One listener's trust settings (allow list, pinned hostnames), replaceable on reload."""
+
+    def __init__(self, listener: Any) -> None:
+        self.update(listener)
+
+    def update(self, listener: Any) -> None:
+        self._filter = SenderFilter(listener.allow)
+        self.hostnames = frozenset(listener.hostnames) or None
+
+    def allows(self, host: str) -> bool:
+        return self._filter.allows(host)
+
+
+def build(
+    config: Config, reactor: Any, reload_config: Callable[[], Config] | None = None
+) -> PbsyslogService:
+    """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts).
+
+    ``reload_config``, when given, is how SIGHUP gets a fresh config.
+    """
     table = load_table(config.patterns, extra=config.extra_patterns)
     pipeline = Pipeline(table, Tracker(config.grace), config.authorise_loopback, config.max_tracked)
-    return PbsyslogService(config, reactor, pipeline)
+    return PbsyslogService(config, reactor, pipeline, reload_config)

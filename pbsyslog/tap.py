@@ -68,6 +68,10 @@ class Options(usage.Options):
         except (ConfigError, PatternError, TLSSetupError) as e:
             raise usage.UsageError(str(e)) from None
 
+    def reload(self) -> Config:
+        """The config as the command line says now: the file read again, options applied again."""
+        return self._build_config()
+
     def _build_config(self) -> Config:
         config = load(self["config"]) if self["config"] else Config()
         listeners = [parse_hostport(v, "udp") for v in self["udp"]]
@@ -95,4 +99,4 @@ def makeService(options: Options) -> Any:  # noqa: N802
     from pbsyslog.service import build
 
     assert options.config is not None
-    return build(options.config, reactor)
+    return build(options.config, reactor, reload_config=options.reload)

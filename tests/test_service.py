@@ -9,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from pbsyslog.config import Config, Listener
+from pbsyslog.config import Config, ConfigError, Listener
 from pbsyslog.mapfile import MapFile
 from pbsyslog.protocol import MAX_DATAGRAM
 from pbsyslog.service import build
@@ -309,4 +309,44 @@ def test_corrupt_map_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
     assert map_keys(tmp_path) == {"192.0.2.35"}
     aside = list(tmp_path.glob("map.db.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    service.stopService()
+
+
+def test_reload_swaps_patterns_and_trust_keeps_state(tmp_path: Path) -> None:
+    """A reload applies new patterns and allow lists at once, and keeps every authorisation."""
+    base = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5}
+    new = {**base, "patterns": ["courier"], "listen": [
+        {"protocol": "udp", "host": "127.0.0.1", "port": 5514, "allow": ["127.0.0.2/32"]}]}
+    reactor = Reactor()
+    first = {**base, "listen": [{"protocol": "udp", "host": "127.0.0.1", "port": 5514}]}
+    service = build(Config.from_mapping(first), reactor, reload_config=lambda: Config.from_mapping(new))
+    service.startService()
+    udp = reactor.udp[0][1]
+    udp.datagramReceived(LOGIN % b"192.0.2.40", ("127.0.0.1", 1))
+    reactor.advance(0)
+    service.reload()
+    udp.datagramReceived(LOGIN % b"192.0.2.41", ("127.0.0.2", 1))  # allowed sender, dovecot now disabled
+    udp.datagramReceived(b"<22>Nov 29 14:44:39 vm pop3d: LOGIN, user=a, ip=[192.0.2.42], port=[4]", ("127.0.0.1", 1))
+    udp.datagramReceived(b"<22>Nov 29 14:44:39 vm pop3d: LOGIN, user=a, ip=[192.0.2.43], port=[4]", ("127.0.0.2", 1))
+    reactor.advance(0.5)  # past the commit interval since the first commit
+    assert map_keys(tmp_path) == {"192.0.2.40", "192.0.2.43"}
+    assert service.untrusted == 1
+    service.stopService()
+
+
+def test_broken_reload_keeps_running_config(tmp_path: Path) -> None:
+    """A reload whose config does not load changes nothing."""
+    def broken() -> Config:
+        raise ConfigError("grace: must be a positive number of seconds, got -1")
+
+    reactor = Reactor()
+    service = build(Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5}),
+                    reactor, reload_config=broken)
+    service.startService()
+    before = service.pipeline.table
+    service.reload()
+    assert service.pipeline.table is before and service.tracker.grace == 60
+    service.receive(LOGIN % b"192.0.2.44", "127.0.0.1")
+    reactor.advance(0)
+    assert map_keys(tmp_path) == {"192.0.2.44"}
     service.stopService()
