@@ -74,6 +74,13 @@ class Tracker:
             self._compact()
         return "added" if previous is None else "extended"
 
+    def remove(self, ip: str) -> bool:
+        """Take ``ip``'s authorisation away now (an administrator's ``del``); False if it had none."""
+        if self._deadline.pop(ip, None) is None:
+            return False
+        self._pattern.pop(ip, None)  # its heap entry is now stale and skipped by expire()
+        return True
+
     def expire(self, now: float) -> list[str]:
         """Remove and return every IP whose deadline is at or before ``now``."""
         removed = []

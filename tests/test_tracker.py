@@ -58,3 +58,14 @@ def test_restore_keeps_given_deadline() -> None:
     assert t.entries() == {"192.0.2.1": (105.5, "courier-login")}
     assert t.expire(105.5) == ["192.0.2.1"]
     assert t.pattern("192.0.2.1") is None
+
+
+def test_remove_takes_ip_away_and_expiry_skips_it() -> None:
+    """remove() drops an IP at once; its old heap entry is skipped by expire; re-adding works."""
+    t = Tracker(grace=30)
+    t.login("192.0.2.1", now=0)
+    assert t.remove("192.0.2.1") is True and t.remove("192.0.2.1") is False
+    assert "192.0.2.1" not in t
+    assert t.login("192.0.2.1", now=10) == "added"
+    assert t.expire(30) == []
+    assert t.expire(40) == ["192.0.2.1"]
