@@ -36,7 +36,9 @@ import attrs
 from pbsyslog.syslog import SyslogMessage
 
 __all__ = [
+    "ENTRY_KINDS",
     "KINDS",
+    "SESSION_KEYS",
     "AuthEvent",
     "Pattern",
     "PatternError",
@@ -47,12 +49,22 @@ __all__ = [
     "normalise_ip",
 ]
 
+# What ``match`` reports (and ``pbsyslog check`` counts): events on one line
+# that carry the client address.
 KINDS: tuple[str, ...] = ("login", "logout", "fail")
+# What an entry may be.  "connect" (the address of a connection whose login
+# comes on a later line) and "end" (a connection ended without a login) only
+# feed the two-line correlator; ``classify`` reports them, ``match`` never.
+ENTRY_KINDS: tuple[str, ...] = (*KINDS, "connect", "end")
+# How a login opens, and a logout finds, an open session (entry key
+# "session"): by the regex's own `session` group, by the client address, or
+# by the syslog pid (one process per connection).
+SESSION_KEYS: tuple[str, ...] = ("group", "ip", "pid")
 NO_EVENT = "none"
 
-_ENTRY_KEYS = ("name", "group", "kind", "programs", "regex", "description", "samples")
-_SAMPLE_KEYS = ("message", "program", "event", "ip", "user", "note")
-_GROUP_NAMES = frozenset({"ip", "user"})
+_ENTRY_KEYS = ("name", "group", "kind", "programs", "regex", "session", "ip_from", "description", "samples")
+_SAMPLE_KEYS = ("message", "program", "event", "ip", "user", "session", "note")
+_GROUP_NAMES = frozenset({"ip", "user", "session"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # What an address may look like before ipaddress sees it: ASCII only (int()
 # would take other scripts' digits), no zone id ("%eth0"), no spaces.
@@ -71,12 +83,18 @@ class PatternError(ValueError):
 
 @attrs.frozen
 class AuthEvent:
-    """What one syslog line says about one client address."""
+    """What one syslog line says about one client address (or, for ``classify``, one connection).
+
+    ``ip`` is None only for lines that carry no address (a two-line login's
+    second line, Dovecot's logout); ``match`` never reports those.
+    ``session`` is the text of the regex's `session` group, if it has one.
+    """
 
     kind: str
-    ip: str
+    ip: str | None
     pattern: str
     user: str | None = None
+    session: str | None = None
 
 
 @attrs.frozen
@@ -89,6 +107,7 @@ class Sample:
     ip: str | None = None
     user: str | None = None
     note: str = ""
+    session: str | None = None
 
 
 @attrs.frozen
@@ -102,6 +121,8 @@ class Pattern:
     regex: re.Pattern[str]
     samples: tuple[Sample, ...] = ()
     description: str = ""
+    session: str | None = None  # one of SESSION_KEYS: this entry opens (login) or closes (logout) sessions
+    ip_from: str | None = None  # "connect": the address comes from the connection's connect line
 
     def handles(self, program: str | None) -> bool:
         """Say whether this entry, on its own, applies to lines of ``program``."""
@@ -115,7 +136,10 @@ class Pattern:
         if found is None:
             return None
         groups = self.regex.groupindex
-        return _event(self.kind, self.name, groups["ip"] - 1, groups.get("user", 0) - 1, found.groups())
+        return _event(
+            self.kind, self.name, groups.get("ip", 0) - 1, groups.get("user", 0) - 1,
+            groups.get("session", 0) - 1, found.groups(),
+        )
 
 
 class _Rule(NamedTuple):
@@ -125,8 +149,9 @@ class _Rule(NamedTuple):
     match: Callable[[str], re.Match[str] | None]
     kind: str
     name: str
-    ip_group: int  # index into match.groups()
+    ip_group: int  # index into match.groups(); -1: the regex has no ip group
     user_group: int  # index into match.groups(); -1: the regex has no user group
+    session_group: int  # index into match.groups(); -1: the regex has no session group
 
 
 # A program's rules, behind a gate: the union of their literal starts (None
@@ -151,8 +176,16 @@ class PatternTable:
     # line, path-style tags (postfix/smtpd) included, costs one dict lookup.
     # A cache, not state: bounded, and rebuilt the same from _dispatch.
     _routes: dict[str | None, _Route | None] = attrs.field(init=False, repr=False, factory=dict)
+    # name -> entry, and the (group, session key) pairs some enabled logout
+    # entry closes: a login opens a session only when a logout can close it.
+    by_name: Mapping[str, Pattern] = attrs.field(init=False, repr=False)
+    closable: frozenset[tuple[str, str]] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {p.name: p for p in self.patterns})
+        object.__setattr__(self, "closable", frozenset(
+            (p.group, p.session) for p in self.patterns if p.kind == "logout" and p.session is not None
+        ))
         by_program: dict[str, list[_Rule]] = {}
         for pattern in self.patterns:
             rule = _rule(pattern)
@@ -177,7 +210,18 @@ class PatternTable:
         return tuple(dict.fromkeys(p.group for p in self.patterns))
 
     def match(self, msg: SyslogMessage) -> AuthEvent | None:
-        """Return the event this message reports, or None."""
+        """Return the login, logout or failure this message reports for the address on the line, or None.
+
+        Lines without an address and connect/end lines give None here; the
+        pipeline uses ``classify`` to see those too.
+        """
+        event = self.classify(msg)
+        if event is None or event.ip is None or event.kind == "connect" or event.kind == "end":
+            return None
+        return event
+
+    def classify(self, msg: SyslogMessage) -> AuthEvent | None:
+        """Return the event of whichever entry claims this message (any kind, address or not), or None."""
         route = self._routes.get(msg.program, _UNSEEN)
         if route is _UNSEEN:
             route = self._route(msg.program)
@@ -187,7 +231,7 @@ class PatternTable:
         text = msg.message
         if gate is not None and not text.startswith(gate):
             return None
-        for prefixes, regex_match, kind, name, ip_group, user_group in rules:
+        for prefixes, regex_match, kind, name, ip_group, user_group, session_group in rules:
             if prefixes is not None and not text.startswith(prefixes):
                 continue
             found = regex_match(text)
@@ -195,7 +239,7 @@ class PatternTable:
                 # The line is this entry's; a bad address drops it rather
                 # than letting a later entry have a go at it.
                 event = _event if len(text) <= _CACHED_LINE else _new_event
-                return event(kind, name, ip_group, user_group, found.groups())
+                return event(kind, name, ip_group, user_group, session_group, found.groups())
         return None
 
     def _route(self, program: str | None) -> _Route | None:
@@ -310,8 +354,9 @@ def _rule(pattern: Pattern) -> _Rule:
         pattern.regex.match,
         pattern.kind,
         pattern.name,
-        groups["ip"] - 1,
+        groups.get("ip", 0) - 1,
         groups.get("user", 0) - 1,
+        groups.get("session", 0) - 1,
     )
 
 
@@ -386,14 +431,24 @@ def _extend_starts(items: list[Any], starts: list[str], sre: Any) -> tuple[list[
     return starts, True
 
 
-def _new_event(kind: str, name: str, ip_group: int, user_group: int, groups: tuple[str | None, ...]) -> AuthEvent | None:
-    """The event for a matched line (its ``groups()``), or None when the captured address is not one."""
-    ip_text = groups[ip_group]
-    ip = normalise_ip(ip_text) if ip_text is not None else None
-    if ip is None:
-        return None
+def _new_event(
+    kind: str, name: str, ip_group: int, user_group: int, session_group: int, groups: tuple[str | None, ...]
+) -> AuthEvent | None:
+    """The event for a matched line (its ``groups()``), or None when the captured address is not one.
+
+    An entry without an `ip` group (checked at load: a two-line entry or a
+    logout keyed by session or pid) gives an event with ip None; an `ip`
+    group that captured text which is not an address drops the line.
+    """
+    ip = None
+    if ip_group >= 0:
+        ip_text = groups[ip_group]
+        ip = normalise_ip(ip_text) if ip_text is not None else None
+        if ip is None:
+            return None
     user = groups[user_group] if user_group >= 0 else None
-    return AuthEvent(kind, ip, name, user or None)
+    session = groups[session_group] if session_group >= 0 else None
+    return AuthEvent(kind, ip, name, user or None, session or None)
 
 
 # The same few addresses (and users) log in again and again: parsing an
@@ -452,7 +507,7 @@ def _table(patterns: Sequence[Pattern]) -> PatternTable:
                     f"{', '.join(p.name for p in routed) or 'no entry'}, not to this one",
                 )
             expected = owner.apply(sample.message) if sample.event is not None else None
-            if table.match(_message(sample)) != expected:
+            if table.classify(_message(sample)) != expected:
                 raise PatternError(
                     owner.name,
                     f"sample {number} ({_short(sample.message)}): the table does not give what "
@@ -496,8 +551,8 @@ def _parse_entry(raw: Any, index: int, what: str = "pattern") -> Pattern:
     if not isinstance(group, str) or not _NAME.match(group):
         raise PatternError(name, f"'group' must be letters, digits, '.', '_' or '-', got {group!r}")
     kind = raw.get("kind")
-    if kind not in KINDS:
-        raise PatternError(name, f"'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in ENTRY_KINDS:
+        raise PatternError(name, f"'kind' must be one of {', '.join(ENTRY_KINDS)}, got {kind!r}")
     programs = raw.get("programs")
     if (
         isinstance(programs, str)
@@ -510,7 +565,10 @@ def _parse_entry(raw: Any, index: int, what: str = "pattern") -> Pattern:
     if not isinstance(description, str):
         raise PatternError(name, "'description' must be a string")
 
+    session = raw.get("session")
+    ip_from = raw.get("ip_from")
     regex = _compile(name, raw.get("regex"))
+    _check_keys(name, kind, regex, session, ip_from)
     pattern = Pattern(
         name=name,
         group=group,
@@ -518,6 +576,8 @@ def _parse_entry(raw: Any, index: int, what: str = "pattern") -> Pattern:
         kind=kind,
         regex=regex,
         description=description,
+        session=session,
+        ip_from=ip_from,
     )
     samples = tuple(_parse_sample(pattern, s, n) for n, s in enumerate(_sample_list(name, raw), 1))
     if not any(s.event is not None for s in samples):
@@ -538,12 +598,40 @@ def _compile(name: str, regex: Any) -> re.Pattern[str]:
         compiled = re.compile(regex)
     except re.error as e:
         raise PatternError(name, f"regex does not compile: {e}") from None
-    if "ip" not in compiled.groupindex:
-        raise PatternError(name, "regex has no named group 'ip' (write (?P<ip>...))")
     others = sorted(set(compiled.groupindex) - _GROUP_NAMES)
     if others:
-        raise PatternError(name, f"regex has named group {others[0]!r}; only 'ip' and 'user' are read")
+        raise PatternError(name, f"regex has named group {others[0]!r}; only 'ip', 'user' and 'session' are read")
     return compiled
+
+
+def _check_keys(name: str, kind: str, regex: re.Pattern[str], session: Any, ip_from: Any) -> None:
+    """Check that kind, the `ip` and `session` groups, 'session' and 'ip_from' fit together."""
+    groups = regex.groupindex
+    if session is not None and session not in SESSION_KEYS:
+        raise PatternError(name, f"'session' must be one of {', '.join(SESSION_KEYS)}, got {session!r}")
+    if session is not None and kind not in ("login", "logout"):
+        raise PatternError(name, "'session' is only for login and logout entries")
+    if ip_from is not None and ip_from != "connect":
+        raise PatternError(name, f"'ip_from' can only be \"connect\", got {ip_from!r}")
+    if ip_from is not None and kind not in ("login", "fail", "end"):
+        raise PatternError(name, "'ip_from' is only for login, fail and end entries (the second line of a two-line login)")
+    if kind == "end" and ip_from is None:
+        raise PatternError(name, "an 'end' entry only cancels a connect line: it needs ip_from = \"connect\"")
+    if ("session" in groups) != (session == "group"):
+        raise PatternError(
+            name, "a named group 'session' and session = \"group\" go together (the group is the session's key)"
+        )
+    if session == "ip" and "ip" not in groups:
+        raise PatternError(name, "session = \"ip\" needs a named group 'ip'")
+    if ip_from is not None:
+        if "ip" in groups:
+            raise PatternError(name, "with ip_from = \"connect\" the address is never taken from this line: no group 'ip'")
+    elif "ip" not in groups and not (kind == "logout" and session in ("group", "pid")):
+        raise PatternError(
+            name,
+            "regex has no named group 'ip' (write (?P<ip>...)); only a two-line entry (ip_from) or a "
+            "logout keyed by session = \"group\" or \"pid\" may leave it out",
+        )
 
 
 def _sample_list(name: str, raw: Mapping[str, Any]) -> list[Any]:
@@ -571,14 +659,18 @@ def _parse_sample(pattern: Pattern, raw: Any, number: int) -> Sample:
     event = raw.get("event")
     if event not in (pattern.kind, NO_EVENT):
         raise PatternError(name, f"sample {number}: 'event' must be {pattern.kind!r} or {NO_EVENT!r}, got {event!r}")
-    for key in ("ip", "user", "note"):
+    for key in ("ip", "user", "session", "note"):
         if key in raw and not isinstance(raw[key], str):
             raise PatternError(name, f"sample {number}: {key!r} must be a string")
     ip = raw.get("ip")
     if event == NO_EVENT:
-        if ip is not None or "user" in raw:
-            raise PatternError(name, f"sample {number}: a sample with event = \"none\" has no ip or user")
+        if ip is not None or "user" in raw or "session" in raw:
+            raise PatternError(name, f"sample {number}: a sample with event = \"none\" has no ip, user or session")
         return Sample(program, message, None, note=raw.get("note", ""))
+    if "ip" not in pattern.regex.groupindex:
+        if ip is not None:
+            raise PatternError(name, f"sample {number}: the regex has no 'ip' group, so the sample has no 'ip'")
+        return Sample(program, message, event, None, raw.get("user"), raw.get("note", ""), raw.get("session"))
     if ip is None:
         raise PatternError(name, f"sample {number}: needs the 'ip' the line must give")
     if normalise_ip(ip) != ip:
@@ -586,7 +678,7 @@ def _parse_sample(pattern: Pattern, raw: Any, number: int) -> Sample:
             name,
             f"sample {number}: write 'ip' as pbsyslog reports it ({normalise_ip(ip)!r}), got {ip!r}",
         )
-    return Sample(program, message, event, ip, raw.get("user"), raw.get("note", ""))
+    return Sample(program, message, event, ip, raw.get("user"), raw.get("note", ""), raw.get("session"))
 
 
 def _check_sample(pattern: Pattern, sample: Sample, number: int) -> None:
@@ -604,11 +696,17 @@ def _check_sample(pattern: Pattern, sample: Sample, number: int) -> None:
         raise PatternError(
             pattern.name, f"sample {number}: program {sample.program!r} is not in 'programs'"
         )
-    said = "nothing" if got is None else f"{got.kind} {got.ip}"
+    said = "nothing" if got is None else f"{got.kind} {got.ip or '(no address)'}"
     if got is None or (got.kind, got.ip) != (sample.event, sample.ip):
         raise PatternError(
             pattern.name,
-            f"sample {number} ({_short(sample.message)}) must give {sample.event} {sample.ip}, gives {said}",
+            f"sample {number} ({_short(sample.message)}) must give {sample.event} "
+            f"{sample.ip or '(no address)'}, gives {said}",
+        )
+    if sample.session is not None and got.session != sample.session:
+        raise PatternError(
+            pattern.name,
+            f"sample {number} ({_short(sample.message)}) must give session {sample.session!r}, gives {got.session!r}",
         )
     if sample.user is not None and got.user != sample.user:
         raise PatternError(

@@ -5,27 +5,71 @@ method that depends on time takes ``now`` (seconds, the service's receive
 clock); nothing here reads a clock, logs, or touches a file.  Deadlines are
 based on when a login was received, never on a sender's timestamp.
 
+Deadlines.  An IP's deadline is the latest of:
+  * every login's time + grace (and any deadline restored after a restart);
+  * every logout's time + grace, for a logout that closed an open session;
+  * for each session still open: its login time + max_session + grace.
+So an IP with an open session stays authorised while the session is open
+(at most max_session: a session whose logout line was lost still ends), and
+the grace starts at the last logout.  A login never shortens a deadline; a
+logout may (that is its point); only ``expire`` takes an IP away.
+
+Sessions.  A login may open a session under a key (the caller's: say
+(host, daemon, session id)); a logout closes the session of its key and so
+finds the IP even when its own line has none.  A logout whose key has no
+open session changes nothing.  With ``counted`` a key holds several
+sessions at once (keyed by address: each logout closes one); without, a key
+is one session and a second login under it replaces the first.  Open
+sessions are bounded (``max_sessions``): the oldest is then forgotten as if
+its logout had been lost, i.e. its IP keeps that session's full
+max_session deadline, never less.
+
 Expiry cost is proportional to what expires, not to what is tracked: a
-min-heap of (deadline, ip) with lazy deletion.  A refreshed IP leaves its old
-heap entry behind; ``expire`` skips entries whose deadline no longer matches,
-and the heap is rebuilt when stale entries outnumber live ones.
+min-heap of (deadline, ip) with lazy deletion.  A moved deadline leaves its
+old heap entry behind; ``expire`` skips entries whose deadline no longer
+matches, and the heap is rebuilt when stale entries outnumber live ones.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable
+
+_NEVER = float("-inf")
+
+
+class _Open:
+    """The open sessions under one key: their IP and login times (oldest first)."""
+
+    __slots__ = ("ip", "starts")
+
+    def __init__(self, ip: str, start: float) -> None:
+        self.ip = ip
+        self.starts = [start]
 
 
 class Tracker:
-    """Map of client IP -> deadline, with a grace period per login."""
+    """Map of client IP -> deadline, with a grace period per login and open-session tracking."""
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, max_session: float = 86400.0, max_sessions: int = 100_000) -> None:
         if grace <= 0:
             raise ValueError("grace must be positive")
+        if max_session <= 0:
+            raise ValueError("max_session must be positive")
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
         self.grace = grace
+        self.max_session = max_session
+        self.max_sessions = max_sessions
         self._deadline: dict[str, float] = {}
         self._pattern: dict[str, str] = {}
         self._heap: list[tuple[float, str]] = []
+        # The deadline an IP has earned whatever its open sessions do.
+        self._floor: dict[str, float] = {}
+        # key -> open sessions; insertion order is opening order (eviction).
+        self._sessions: dict[Hashable, _Open] = {}
+        self._keys: dict[str, set[Hashable]] = {}
+        self._open = 0
 
     def __len__(self) -> int:
         return len(self._deadline)
@@ -49,40 +93,73 @@ class Tracker:
         """Return {ip: (deadline, pattern)} for every authorised IP."""
         return {ip: (d, self._pattern.get(ip, "")) for ip, d in self._deadline.items()}
 
-    def login(self, ip: str, now: float, pattern: str = "") -> str | None:
-        """Authorise ``ip`` until now + grace.
+    @property
+    def open_count(self) -> int:
+        """How many sessions are open, over all IPs."""
+        return self._open
+
+    def open_sessions(self, ip: str) -> int:
+        """How many sessions of ``ip`` are open (those past max_session included until they are cleaned up)."""
+        return sum(len(self._sessions[key].starts) for key in self._keys.get(ip, ()))
+
+    def login(
+        self, ip: str, now: float, pattern: str = "", session: Hashable | None = None, counted: bool = False
+    ) -> str | None:
+        """Authorise ``ip`` until now + grace, and open a session under ``session`` if given.
 
         Returns "added" for an IP that was not authorised, "extended" when
         its deadline moved, None when nothing changed.
         """
-        return self._set(ip, now + self.grace, pattern)
+        self._raise_floor(ip, now + self.grace)
+        if session is not None:
+            self._open_session(ip, now, session, counted)
+        change = self._update(ip, self._compute(ip))
+        if change is not None or ip not in self._pattern:
+            self._pattern[ip] = pattern
+        return change
+
+    def logout(self, session: Hashable, now: float) -> tuple[str, str | None] | None:
+        """Close one session open under ``session``; the grace of its IP starts now.
+
+        Returns None when no session is open under that key (nothing
+        changes), else (ip, change) with change "changed" (the deadline
+        moved earlier), "extended" (later) or None.  Sessions already past
+        max_session are closed as they were when their time ran out.
+        """
+        entry = self._sessions.get(session)
+        if entry is None:
+            return None
+        ip = entry.ip
+        cutoff = now - self.max_session
+        while entry.starts and entry.starts[0] <= cutoff:
+            self._close_oldest(session, entry, entry.starts[0] + self.max_session)
+        if not entry.starts:
+            return None
+        self._close_oldest(session, entry, now)
+        return ip, self._update(ip, self._compute(ip))
 
     def restore(self, ip: str, deadline: float, pattern: str = "") -> str | None:
         """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``."""
-        return self._set(ip, deadline, pattern)
-
-    def _set(self, ip: str, deadline: float, pattern: str) -> str | None:
-        previous = self._deadline.get(ip)
-        if previous is not None and previous >= deadline:
-            # A clock that stepped back must not shorten a live authorisation
-            # here; only expire() takes IPs away.
-            return None
-        self._deadline[ip] = deadline
-        self._pattern[ip] = pattern
-        heapq.heappush(self._heap, (deadline, ip))
-        if len(self._heap) > 2 * len(self._deadline) + 1024:
-            self._compact()
-        return "added" if previous is None else "extended"
+        self._raise_floor(ip, deadline)
+        change = self._update(ip, self._compute(ip))
+        if change is not None or ip not in self._pattern:
+            self._pattern[ip] = pattern
+        return change
 
     def remove(self, ip: str) -> bool:
-        """Take ``ip``'s authorisation away now (an administrator's ``del``); False if it had none."""
+        """Take ``ip``'s authorisation away now (an administrator's ``del``); False if it had none.
+
+        Its open sessions are forgotten too: a later logout under their keys
+        changes nothing, and a later login starts afresh.
+        """
         if self._deadline.pop(ip, None) is None:
             return False
         self._pattern.pop(ip, None)  # its heap entry is now stale and skipped by expire()
+        self._drop(ip)
         return True
 
     def expire(self, now: float) -> list[str]:
-        """Remove and return every IP whose deadline is at or before ``now``."""
+        """Remove and return every IP whose deadline is at or before ``now`` (and forget its sessions)."""
         removed = []
         heap = self._heap
         deadlines = self._deadline
@@ -91,8 +168,84 @@ class Tracker:
             if deadlines.get(ip) == deadline:
                 del deadlines[ip]
                 del self._pattern[ip]
+                # Every session of this IP is past max_session (the deadline
+                # was at least its start + max_session + grace).
+                self._drop(ip)
                 removed.append(ip)
         return removed
+
+    # ----------------------------------------------------------- internals --
+
+    def _drop(self, ip: str) -> None:
+        """Forget the floor and every open session of an IP that is no longer authorised."""
+        self._floor.pop(ip, None)
+        for key in self._keys.pop(ip, ()):
+            self._open -= len(self._sessions.pop(key).starts)
+
+    def _raise_floor(self, ip: str, deadline: float) -> None:
+        if deadline > self._floor.get(ip, _NEVER):
+            self._floor[ip] = deadline
+
+    def _compute(self, ip: str) -> float:
+        """The deadline ``ip`` has earned: its floor, or the end of its latest open session."""
+        deadline = self._floor.get(ip, _NEVER)
+        keys = self._keys.get(ip)
+        if keys:
+            latest = max(self._sessions[key].starts[-1] for key in keys)
+            deadline = max(deadline, latest + self.max_session + self.grace)
+        return deadline
+
+    def _open_session(self, ip: str, now: float, key: Hashable, counted: bool) -> None:
+        entry = self._sessions.get(key)
+        if entry is not None and (entry.ip != ip or not counted):
+            # One session per key: a login under a key already open (a
+            # repeated line, or a reused id) replaces it.  The old one keeps
+            # what it earned, as if its logout had been lost.
+            self._forget(key, entry)
+            entry = None
+        if entry is None:
+            self._sessions[key] = _Open(ip, now)
+            self._keys.setdefault(ip, set()).add(key)
+        else:
+            # Kept in order, so that the oldest is closed first.
+            starts = entry.starts
+            starts.append(now)
+            if len(starts) > 1 and starts[-2] > now:
+                starts.sort()
+        self._open += 1
+        while self._open > self.max_sessions:
+            oldest_key = next(iter(self._sessions))
+            oldest = self._sessions[oldest_key]
+            self._close_oldest(oldest_key, oldest, oldest.starts[0] + self.max_session)
+
+    def _forget(self, key: Hashable, entry: _Open) -> None:
+        """Drop every session under ``key`` as if their logouts were lost."""
+        while entry.starts:
+            self._close_oldest(key, entry, entry.starts[0] + self.max_session)
+
+    def _close_oldest(self, key: Hashable, entry: _Open, ended: float) -> None:
+        """Close the oldest session under ``key`` as having ended at ``ended``."""
+        start = entry.starts.pop(0)
+        self._open -= 1
+        self._raise_floor(entry.ip, min(ended, start + self.max_session) + self.grace)
+        if not entry.starts:
+            del self._sessions[key]
+            keys = self._keys[entry.ip]
+            keys.discard(key)
+            if not keys:
+                del self._keys[entry.ip]
+
+    def _update(self, ip: str, deadline: float) -> str | None:
+        previous = self._deadline.get(ip)
+        if previous == deadline:
+            return None
+        self._deadline[ip] = deadline
+        heapq.heappush(self._heap, (deadline, ip))
+        if len(self._heap) > 2 * len(self._deadline) + 1024:
+            self._compact()
+        if previous is None:
+            return "added"
+        return "extended" if deadline > previous else "changed"
 
     def _compact(self) -> None:
         self._heap = [(d, ip) for ip, d in self._deadline.items()]
