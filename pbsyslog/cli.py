@@ -1,4 +1,4 @@
-"""The ``pbsyslog`` command: ``check``, ``dumpconfig`` and ``version``.
+"""The ``pbsyslog`` command: ``check``, ``dumpconfig``, ``version``, and ``list/add/del/flush/status``.
 
 What it does:
 
@@ -14,6 +14,9 @@ What it does:
 * ``dumpconfig [--config FILE] [--dbfile PATH]`` prints the effective
   configuration as TOML that ``Config.from_mapping`` accepts again.
 * ``version`` prints the package version.
+* ``list``, ``add IP [--grace S]``, ``del IP``, ``flush``, ``status``: see
+  ``pbsyslog/admin.py`` (control socket while the service runs, the state
+  files under the service's lock while it is stopped).
 
 File lines are handed to ``parse`` as they are, without a synthetic PRI:
 ``parse`` reads PRI-less RFC 3164 lines (classic ``Mmm dd hh:mm:ss`` and
@@ -130,7 +133,70 @@ def _parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(run=_version)
+
+    for name, text in (
+        ("list", "list authorised IPs with their pattern and seconds left"),
+        ("add", "authorise an IP by hand"),
+        ("del", "take an IP's authorisation away now"),
+        ("flush", "take every authorisation away now"),
+        ("status", "show what the running service is doing"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text + " (through the running "
+                                  "service's control socket, or on the files when it is stopped)")
+        if name in ("add", "del"):
+            sub.add_argument("ip", metavar="IP")
+        if name == "add":
+            sub.add_argument("--grace", type=float, metavar="SECONDS",
+                             help="seconds to authorise for (default: the configured grace)")
+        if name in ("list", "status"):
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        _add_config_option(sub)
+        sub.add_argument("--dbfile", metavar="PATH", help="map path without .db (overrides the config)")
+        sub.set_defaults(run=_admin)
     return parser
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """list / add / del / flush / status."""
+    from pbsyslog.admin import AdminError, NotRunning, request
+
+    config = _config(args.config)
+    if args.dbfile:
+        try:
+            config = config.override(dbfile=args.dbfile)
+        except ConfigError as e:
+            raise CommandError(str(e)) from None
+    message: dict[str, Any] = {"cmd": args.command}
+    if args.command in ("add", "del"):
+        message["ip"] = args.ip
+    if args.command == "add" and args.grace is not None:
+        if args.grace <= 0:
+            raise CommandError("--grace must be positive")
+        message["grace"] = args.grace
+    try:
+        reply = request(config, message)
+    except NotRunning as e:
+        print(f"pbsyslog status: {e}", file=sys.stderr)
+        return 3
+    except AdminError as e:
+        raise CommandError(str(e)) from None
+    if getattr(args, "json", False):
+        reply.pop("ok", None)
+        print(json.dumps(reply, indent=2))
+    elif args.command == "list":
+        for e in reply["entries"]:
+            print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}")
+    elif args.command == "status":
+        for key, value in reply.items():
+            if key != "ok":
+                print(f"{key}: {json.dumps(value)}")
+    elif args.command == "add":
+        print(f"added {reply['ip']}")
+    elif args.command == "del":
+        print("removed" if reply["removed"] else "not authorised")
+    elif args.command == "flush":
+        print(f"removed {reply['removed']}")
+    return 0
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:

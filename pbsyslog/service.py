@@ -12,6 +12,7 @@ on the next tick.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
@@ -26,8 +27,9 @@ from twisted.logger import Logger
 
 from pbsyslog.config import Config
 from pbsyslog.mapfile import DBError, MapFile
+from pbsyslog.control import ControlFactory
 from pbsyslog.metrics import Metrics
-from pbsyslog.patterns import load_table
+from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.protocol import (
     MAX_DATAGRAM,
@@ -60,6 +62,8 @@ class PbsyslogService(Service):
         self._reload_config = reload_config
         self._gates: list[tuple[Any, _Gate]] = []
         self._previous_hup: Any = None
+        self._lock_file: Any = None
+        self.started_at: float | None = None
         self.reactor = reactor
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
@@ -94,6 +98,7 @@ class PbsyslogService(Service):
         self._expiry.clock = reactor
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        self._lock()
         self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
@@ -107,6 +112,8 @@ class PbsyslogService(Service):
             self.ports.append(self._listen(listener))
         for sm in self.config.socketmap:
             self.ports.append(self._listen_socketmap(sm))
+        self.ports.append(self.reactor.listenUNIX(
+            self.config.dbfile + ".ctl", ControlFactory(self), mode=0o600, wantPID=True))
         if self.config.metrics is not None:
             host, port = self.config.metrics
             web = self.reactor.listenTCP(port, self.metrics.site(), interface=host)
@@ -120,6 +127,17 @@ class PbsyslogService(Service):
                 signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
+
+    def _lock(self) -> None:
+        """Hold ``<dbfile>.lock`` while running: one service per map, and the offline CLI knows we are up."""
+        self._lock_file = open(self.config.dbfile + ".lock", "a+b")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RuntimeError(f"another pbsyslog is running with {self.config.dbfile}.db") from None
+        self.started_at = self.reactor.seconds()
 
     def _restore_state(self) -> None:
         loaded = self.journal.load(self.reactor.seconds())
@@ -149,6 +167,9 @@ class PbsyslogService(Service):
         if self.map is not None:
             self.map.close()
             self.map = None
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
 
     def _listen(self, listener: Any) -> Any:
         gate = _Gate(listener)
@@ -210,6 +231,73 @@ class PbsyslogService(Service):
         )
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
                  n=len(table.names), grace=new.grace, ips=len(self.tracker))
+
+    # -- the administrator's commands (control socket) --------------------
+
+    def admin_list(self) -> list[dict[str, Any]]:
+        """Every authorised IP with its pattern and seconds left."""
+        now = self.reactor.seconds()
+        return [
+            {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1)}
+            for ip, (deadline, pattern) in sorted(self.tracker.entries().items())
+        ]
+
+    def admin_add(self, text: str, grace: float | None) -> str:
+        """Authorise an IP by hand for ``grace`` seconds (default: the configured grace)."""
+        ip = normalise_ip(text)
+        if ip is None:
+            raise ValueError(f"not an IP address: {text!r}")
+        now = self.reactor.seconds()
+        change = self.tracker.restore(ip, now + (grace or self.config.grace), "manual")
+        if change is not None:
+            self._pending_state.add(ip)
+            if change == "added":
+                self._pending_adds.setdefault(ip, now)
+            self.flush()
+        return ip
+
+    def admin_del(self, text: str) -> bool:
+        """Take an IP's authorisation away now."""
+        ip = normalise_ip(text)
+        if ip is None:
+            raise ValueError(f"not an IP address: {text!r}")
+        return bool(self._remove([ip]))
+
+    def admin_flush(self) -> int:
+        """Take every authorisation away now."""
+        return len(self._remove(sorted(self.tracker.ips())))
+
+    def _remove(self, ips: list[str]) -> list[str]:
+        gone = [ip for ip in ips if self.tracker.remove(ip)]
+        if gone:
+            self._pending_adds = {ip: t for ip, t in self._pending_adds.items() if ip in self.tracker}
+            try:
+                self.journal.append(removed=gone)
+            except Exception:
+                self._state_dirty = True
+                log.failure("state journal write failed; will rewrite {path} from memory", path=self.journal.path)
+            self._commit(remove=gone)
+            for ip in gone:
+                log.info("removed {ip} from map (administrator)", ip=ip)
+        return gone
+
+    def status(self) -> dict[str, Any]:
+        """What the service is doing, for ``pbsyslog status``."""
+        p = self.pipeline.counters
+        return {
+            "uptime": round(self.reactor.seconds() - (self.started_at or self.reactor.seconds()), 1),
+            "map": self.config.dbfile + ".db",
+            "authorised": len(self.tracker),
+            "listeners": [
+                {"listener": str(listener), "frames": c.frames, "untrusted": c.untrusted,
+                 "too_big": c.oversize, "rate_limited": c.rate_limited}
+                for listener, c in self.transport_counters
+            ],
+            "frames": p.frames, "parse_errors": p.malformed, "logins": p.logins, "failures": p.failures,
+            "ignored": {"never_relay": p.refused, "stale": p.stale, "full": p.full, "wrong_host": p.wrong_host},
+            "map_writes": self.map_commits, "map_errors": self.map_errors,
+            "last_write": self._last_commit if self._last_commit > float("-inf") else None,
+        }
 
     def _listen_socketmap(self, sm: Any) -> Any:
         factory = SocketmapFactory(self.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)

@@ -1,0 +1,122 @@
+"""Administrator's commands on authorisations: ``list``, ``add``, ``del``, ``flush``, ``status``.
+
+Contract: with the service running, every command goes through its control
+socket (``<dbfile>.ctl``), so the service's tracker, journal and map stay
+consistent.  With the service stopped (no socket answers and the service's
+lock ``<dbfile>.lock`` is free), ``list/add/del/flush`` work on the state
+journal and the map directly, holding that lock, so a service starting
+meanwhile waits for nothing and finds consistent files.
+
+How it fails: ``AdminError`` with a message saying what is wrong (service
+running but its socket unreachable, a bad IP, a refused request); the
+command line turns it into exit status 2.  ``status`` with the service
+stopped is exit status 3.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from pbsyslog.config import Config
+
+
+class AdminError(RuntimeError):
+    """A command that could not be carried out."""
+
+
+class NotRunning(AdminError):
+    """The service is not running (for ``status``)."""
+
+
+def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request to the running service, or carry it out offline; return the reply."""
+    path = config.dbfile + ".ctl"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AdminError("the service closed the control connection")
+                reply += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        return _offline(config, message)
+    except OSError as e:
+        raise AdminError(f"control socket {path}: {e}") from None
+    answer = json.loads(reply)
+    if not answer.get("ok"):
+        raise AdminError(answer.get("error", "refused"))
+    return answer
+
+
+def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
+    """Carry out a request on the files, holding the service's lock."""
+    from pbsyslog.mapfile import MapFile
+    from pbsyslog.patterns import normalise_ip
+    from pbsyslog.state import StateJournal
+
+    cmd = message["cmd"]
+    if cmd == "status":
+        raise NotRunning(f"pbsyslog is not running (no control socket at {config.dbfile}.ctl)")
+    try:
+        lock = open(config.dbfile + ".lock", "a+b")
+    except OSError as e:
+        raise AdminError(f"cannot open {config.dbfile}.lock: {e.strerror}") from None
+    with lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AdminError(
+                f"pbsyslog is running with {config.dbfile}.db but its control socket "
+                f"{config.dbfile}.ctl does not answer"
+            ) from None
+        now = time.time()
+        journal = StateJournal(config.dbfile + ".state")
+        loaded = journal.load(now)
+        if cmd == "list":
+            return {"ok": True, "entries": [
+                {"ip": ip, "pattern": loaded.patterns.get(ip, ""), "seconds_left": round(d - now, 1)}
+                for ip, d in sorted(loaded.deadlines.items())
+            ]}
+        if cmd == "add":
+            ip = normalise_ip(str(message["ip"]))
+            if ip is None:
+                raise AdminError(f"not an IP address: {message['ip']!r}")
+            deadline = now + (message.get("grace") or config.grace)
+            if deadline > loaded.deadlines.get(ip, float("-inf")):
+                journal.append({ip: (deadline, "manual")})
+            _map(config).apply(add=[ip])
+            return {"ok": True, "ip": ip}
+        if cmd in ("del", "flush"):
+            if cmd == "del":
+                ip = normalise_ip(str(message["ip"]))
+                if ip is None:
+                    raise AdminError(f"not an IP address: {message['ip']!r}")
+                gone = [ip] if ip in loaded.deadlines else []
+            else:
+                gone = sorted(loaded.deadlines)
+            journal.append(removed=gone)
+            journal.close()
+            m = _map(config)
+            try:
+                m.apply(remove=gone)
+            finally:
+                m.close()
+            return {"ok": True, "removed": bool(gone) if cmd == "del" else len(gone)}
+        raise AdminError(f"unknown command {cmd!r}")
+
+
+def _map(config: Config) -> Any:
+    from pbsyslog.mapfile import MapFile
+
+    if not os.path.isdir(os.path.dirname(os.path.abspath(config.dbfile))):
+        raise AdminError(f"the map's directory for {config.dbfile} does not exist")
+    return MapFile(config.dbfile, config.map_value)
