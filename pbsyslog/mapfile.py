@@ -1,36 +1,73 @@
-"""Map writer: the Berkeley DB hash file that Postfix reads as ``hash:PATH``.
+"""Map writers: the Berkeley DB files that Postfix, Sendmail and Exim read.
 
-Contract: the only module that imports the Berkeley DB binding.  It writes
-exactly what ``postmap`` writes (file ``PATH.db``, ``DB_HASH``, key and value
-each with one trailing NUL byte) and nothing else, so Postfix's
-``check_client_access hash:PATH`` and ``postmap -q KEY hash:PATH`` read it.
+Contract: the only module that imports the Berkeley DB binding.  Each output
+"flavour" writes exactly what its MTA's own map tool writes and its lookups
+expect, and nothing else.  ``open_output(kind, path, value)`` opens one;
+``MapFile(path, value)`` is the ``postfix-hash`` writer.  Every writer has
+the same interface: ``apply(add, remove)``, ``replace_all(keys)``,
+``keys()``, ``close()``, and the attributes ``path`` and ``filename`` (the
+file actually written, which is what a corrupt map is moved aside by).
 
-How Postfix reads it (``util/dict_db.c``): each lookup takes a shared
-``flock`` on the DB's own file descriptor; smtpd reopens a table it sees
-changed (mtime in whole seconds, or link count 0) before its next session.
-So every batch of changes here runs under an exclusive ``flock`` on the same
-descriptor and ends with ``sync()``, and the file's mtime is moved forward
-by at least one whole second per commit: otherwise two commits in the same
-second could leave an smtpd that opened the map between them with a stale
-view.  The price: during a burst of more than one commit per second (the
-service coalesces to at most 1/commit_interval, 4 by default) the mtime runs
-ahead of the wall clock by up to 3 s per second of burst, and the clock
-catches up once the burst is over.  Postfix only compares mtimes for
-inequality, so a future mtime is harmless; an atomic rebuild + rename()
-would avoid it but costs a full rewrite per commit (seconds at 1M entries).
+The flavours (bytes as stored, for 192.0.2.7 and 2001:db8::7):
+
+``postfix-hash``  ``PATH.db``, DB_HASH; ``b"192.0.2.7\\0"`` -> ``b"OK\\0"``:
+    what ``postmap hash:PATH`` writes; read as ``hash:PATH``.
+``postfix-btree`` ``PATH.db``, DB_BTREE, same bytes; read as ``btree:PATH``.
+``sendmail-access``  ``PATH.db``, DB_HASH, no NUL (``makemap`` adds one only
+    with ``-N``; sendmail's lookups try both), keys lower-cased (``makemap``
+    and every lookup fold case unless the map has ``-f``):
+    ``b"connect:192.0.2.7"`` -> ``b"RELAY"``; IPv6 under two keys,
+    ``b"connect:ipv6:2001:db8:0:0:0:0:0:7"`` (``${client_addr}`` on Sendmail
+    >= 8.15 and Debian's build, both compiled with ``IPV6_FULL``: uncompressed,
+    ``%x`` groups) and ``b"connect:ipv6:2001:db8::7"`` (older builds, or
+    ``UseCompressedIPv6Addresses=True``).  Use it as its own map, e.g.
+    ``Kpbsyslog hash -T<TMPF> PATH`` or as the ``access`` map: never point it
+    at a hand-made ``/etc/mail/access``, the writer owns every key in its file.
+``sendmail-popauth``  ``PATH.db`` as above, bare ``${client_addr}`` keys for
+    Claus Assmann's popauth.m4 (``Kpopauth hash -a<OK> PATH``; it only tests
+    that the key exists): ``b"192.0.2.7"`` -> ``b"OK"``, IPv6 as
+    ``b"ipv6:2001:db8:0:0:0:0:0:7"`` and ``b"ipv6:2001:db8::7"``.  popauth.m4
+    prefixes its lookups with ``POP_B4_SMTP_TAG`` (``POP:`` on 8.10+) unless
+    the .mc says ``define(`POP_B4_SMTP_TAG', `')``, as pop-before-smtp's
+    instructions do; these keys assume that.
+``exim-dbm``  ``PATH`` exactly (Exim's Berkeley DB lookups open the name as
+    given, no ``.db``), DB_HASH, key and value NUL-terminated, which is what
+    ``exim_dbmbuild`` writes by default and what the ``dbm`` lookup type
+    (not ``dbmnz``) passes to the library, so the file works both as
+    ``${lookup{$sender_host_address}dbm{PATH}}`` and in host lists as
+    ``hosts = net-dbm;PATH``: ``b"192.0.2.7\\0"`` -> ``b"OK\\0"``; IPv6 under
+    ``b"2001:db8::7\\0"`` (``$sender_host_address`` of a real connection:
+    inet_ntop) and ``b"2001.0db8.0000.0000.0000.0000.0000.0007\\0"`` (the key a
+    ``net-dbm;`` host list looks up: full, dotted).  Exim reads the file as
+    its own user: the file is created mode 0644.
+
+How the readers notice changes: Postfix (``util/dict_db.c``) and Sendmail
+(``db_map_lookup``) take a shared ``flock`` on the DB's own descriptor for
+each lookup and reopen a map whose mtime moved (Postfix: before its next
+session); Exim opens the file afresh in each SMTP process.  So every batch
+here runs under an exclusive ``flock`` on the same descriptor, ends with
+``sync()``, and moves the file's mtime forward by at least one whole second
+per commit: otherwise two commits in the same second could leave a reader
+that opened the map between them with a stale view.  (Under more than one
+commit per second that mtime runs ahead of the wall clock; write coalescing
+keeps commits rare enough.)
 
 The file is created when the writer opens and is never deleted: an smtpd
 that starts while the file is missing answers 451 until it exits.
 
 How it fails: OSError / the binding's DBError propagate to the caller, which
 logs them and heals the map from the tracker's state on the next tick.
+``open_output`` raises ValueError for an unknown kind.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import attrs
 
 try:  # the maintained successor first; same API.
     from berkeleydb import db  # type: ignore[import-not-found]
@@ -38,6 +75,8 @@ except ImportError:  # pragma: no cover - depends on what is installed
     from bsddb3 import db  # type: ignore[import-not-found,no-redef]
 
 DBError = db.DBError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def encode(text: str) -> bytes:
@@ -50,15 +89,120 @@ def decode(raw: bytes) -> str:
     return raw.removesuffix(b"\0").decode(errors="replace")
 
 
-class MapFile:
-    """An open Postfix ``hash:`` map that pbsyslog owns."""
+def _parse_ip(text: str) -> IPAddress | None:
+    """``text`` as an address (an IPv4-mapped IPv6 one as IPv4), or None."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
-    def __init__(self, path: str, value: str = "OK") -> None:
+
+def _sendmail_full(address: ipaddress.IPv6Address) -> str:
+    """Sendmail's sm_inet6_ntop(): eight ``%x`` groups, never ``::``."""
+    return ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
+
+
+def _exim_dotted(address: ipaddress.IPv6Address) -> str:
+    """Exim's host_nmtoa(..., '.'): eight ``%04x`` groups separated by dots (net-dbm; keys)."""
+    return address.exploded.replace(":", ".")
+
+
+def _sendmail_forms(tag: str) -> Callable[[IPAddress], list[str]]:
+    """Key texts for one address: ``tag`` + ``${client_addr}`` in both IPv6 spellings."""
+
+    def forms(address: IPAddress) -> list[str]:
+        if isinstance(address, ipaddress.IPv4Address):
+            return [f"{tag}{address}"]
+        return [f"{tag}ipv6:{_sendmail_full(address)}", f"{tag}ipv6:{address.compressed}"]
+
+    return forms
+
+
+def _exim_forms(address: IPAddress) -> list[str]:
+    """Key texts for one address: ``$sender_host_address`` and, for IPv6, the net-dbm; key."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return [str(address)]
+    return [address.compressed, _exim_dotted(address)]
+
+
+def _exim_key_to_ip(text: str) -> str:
+    """Undo the dotted IPv6 spelling of a net-dbm; key; anything else is returned as is."""
+    parts = text.split(".")
+    if len(parts) == 8 and all(len(p) == 4 for p in parts):
+        return ":".join(parts)
+    return text
+
+
+@attrs.frozen
+class Flavour:
+    """How one MTA's map stores a key: file name, DB type, NUL, case, key spellings."""
+
+    name: str
+    suffix: str  # appended to PATH to get the file name the MTA opens
+    dbtype: int
+    nul: bool  # key and value carry one trailing NUL byte
+    default_value: str
+    # The stored key texts for one IP address; None: the key text as given.
+    forms: Callable[[IPAddress], list[str]] | None = None
+    tag: str = ""  # prefix of every key the forms produce (stripped by keys())
+    fold_case: bool = False  # store keys lower-cased (Sendmail)
+    key_to_ip: Callable[[str], str] = str  # a stored key (tag removed) back to an address text
+
+
+FLAVOURS: dict[str, Flavour] = {
+    f.name: f
+    for f in (
+        Flavour("postfix-hash", ".db", db.DB_HASH, True, "OK"),
+        Flavour("postfix-btree", ".db", db.DB_BTREE, True, "OK"),
+        Flavour(
+            "sendmail-access", ".db", db.DB_HASH, False, "RELAY",
+            forms=_sendmail_forms("connect:"), tag="connect:", fold_case=True,
+            key_to_ip=lambda k: k.removeprefix("ipv6:"),
+        ),
+        Flavour(
+            "sendmail-popauth", ".db", db.DB_HASH, False, "OK",
+            forms=_sendmail_forms(""), fold_case=True,
+            key_to_ip=lambda k: k.removeprefix("ipv6:"),
+        ),
+        Flavour("exim-dbm", "", db.DB_HASH, True, "OK", forms=_exim_forms, key_to_ip=_exim_key_to_ip),
+    )
+}
+
+OUTPUT_KINDS: tuple[str, ...] = tuple(FLAVOURS)
+DEFAULT_KIND = "postfix-hash"
+
+
+def output_filename(kind: str, path: str) -> str:
+    """The file a ``kind`` writer for ``path`` writes (and the MTA opens)."""
+    return path + _flavour(kind).suffix
+
+
+def default_value(kind: str) -> str:
+    """The value stored for every key of ``kind`` unless configured otherwise."""
+    return _flavour(kind).default_value
+
+
+def _flavour(kind: str) -> Flavour:
+    try:
+        return FLAVOURS[kind]
+    except KeyError:
+        raise ValueError(f"unknown map kind {kind!r}; known: {', '.join(OUTPUT_KINDS)}") from None
+
+
+class MapWriter:
+    """An open map file of one flavour that pbsyslog owns (keys are IP address texts)."""
+
+    def __init__(self, path: str, value: str | None, flavour: Flavour) -> None:
+        self.kind = flavour.name
         self.path = path
-        self.filename = path + ".db"
-        self._value = encode(value)
+        self.filename = path + flavour.suffix
+        self._flavour = flavour
+        self._value = self._raw(flavour.default_value if value is None else value)
         self._db = db.DB()
-        self._db.open(self.filename, dbtype=db.DB_HASH, flags=db.DB_CREATE, mode=0o644)
+        self._db.open(self.filename, dbtype=flavour.dbtype, flags=db.DB_CREATE, mode=0o644)
         # The mtime a reader may already have seen; the first commit must move past it.
         self._last_mtime: int | None = int(os.fstat(self._db.fd()).st_mtime)
 
@@ -68,33 +212,87 @@ class MapFile:
         self._db.close()
 
     def keys(self) -> set[str]:
-        """Return every key in the map (decoded, without NUL)."""
-        return {decode(k) for k in self._db.keys()}
+        """Return the address of every key in the map (each IP once, however many spellings)."""
+        return set(self._present())
+
+    def stored_keys(self, key: str) -> list[bytes]:
+        """The raw DB keys that stand for ``key`` in this flavour."""
+        f = self._flavour
+        address = _parse_ip(key) if f.forms is not None else None
+        if f.forms is None or address is None:
+            return [self._raw(key)]
+        return [self._raw(t.lower() if f.fold_case else t) for t in f.forms(address)]
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Commit one batch: put ``add`` keys, delete ``remove`` keys, sync, under an exclusive flock."""
+        self._commit(
+            puts=[raw for key in add for raw in self.stored_keys(key)],
+            deletes=[raw for key in remove for raw in self.stored_keys(key)],
+        )
+
+    def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Make the map hold exactly ``keys``; return (added, removed)."""
+        wanted = {self._canonical(k) for k in keys}
+        present = self._present()
+        added, removed = wanted - set(present), set(present) - wanted
+        puts = [raw for key in added for raw in self.stored_keys(key)]
+        # A kept key that lost one of its spellings gets it back.
+        for key in wanted & set(present):
+            puts.extend(raw for raw in self.stored_keys(key) if raw not in present[key])
+        # Delete exactly what is stored: a key this writer would not spell
+        # that way (a hand edit, an older format) goes too.
+        deletes = [raw for key in removed for raw in present[key]]
+        if puts or deletes:
+            self._commit(puts=puts, deletes=deletes)
+        return added, removed
+
+    def _commit(self, puts: list[bytes], deletes: list[bytes]) -> None:
         fd = self._db.fd()
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            for key in remove:
+            for raw in deletes:
                 try:
-                    self._db.delete(encode(key))
+                    self._db.delete(raw)
                 except db.DBNotFoundError:
                     pass
-            for key in add:
-                self._db.put(encode(key), self._value)
+            for raw in puts:
+                self._db.put(raw, self._value)
             self._db.sync()
             self._advance_mtime(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
-        """Make the map hold exactly ``keys``; return (added, removed)."""
-        wanted = set(keys)
-        present = self.keys()
-        added, removed = wanted - present, present - wanted
-        self.apply(add=added, remove=removed)
-        return added, removed
+    def _raw(self, text: str) -> bytes:
+        return text.encode() + b"\0" if self._flavour.nul else text.encode()
+
+    def _canonical(self, key: str) -> str:
+        """``key`` as keys() reports it: for address-keyed flavours, the address's own text."""
+        if self._flavour.forms is None:
+            return key
+        address = _parse_ip(key)
+        return key if address is None else str(address)
+
+    def _present(self) -> dict[str, set[bytes]]:
+        """Every key in the map (as keys() reports it) with the raw DB keys that spell it."""
+        present: dict[str, set[bytes]] = {}
+        for raw in self._db.keys():
+            present.setdefault(self._key_of(raw), set()).add(raw)
+        return present
+
+    def _key_of(self, raw: bytes) -> str:
+        """The key a raw DB key spells; one this writer would not have written is its own literal text."""
+        f = self._flavour
+        if f.nul and not raw.endswith(b"\0"):
+            return raw.decode(errors="replace")
+        text = decode(raw) if f.nul else raw.decode(errors="replace")
+        if f.forms is None:
+            return text
+        if not text.startswith(f.tag):
+            return text
+        address = _parse_ip(f.key_to_ip(text.removeprefix(f.tag)))
+        if address is None or raw not in self.stored_keys(str(address)):
+            return text
+        return str(address)
 
     def _advance_mtime(self, fd: int) -> None:
         st = os.fstat(fd)
@@ -103,3 +301,15 @@ class MapFile:
             seconds = self._last_mtime + 1
             os.utime(fd, (st.st_atime, seconds))
         self._last_mtime = seconds
+
+
+class MapFile(MapWriter):
+    """An open Postfix ``hash:`` map that pbsyslog owns."""
+
+    def __init__(self, path: str, value: str = "OK") -> None:
+        super().__init__(path, value, FLAVOURS["postfix-hash"])
+
+
+def open_output(kind: str, path: str, value: str | None = None) -> MapWriter:
+    """Open (create) the ``kind`` map for ``path``; ``value`` None: that kind's default value."""
+    return MapWriter(path, value, _flavour(kind))
