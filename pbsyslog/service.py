@@ -93,6 +93,8 @@ class PbsyslogService(Service):
         self._flush_call: Any = None
         self._dirty = False
         self._state_dirty = False
+        self._failing: set[str] = set()  # kinds of failure logged and not yet recovered
+        self._unlogged: set[str] = set()  # additions whose commit failed, logged once healed
         self._last_commit = float("-inf")
         self._expiry = LoopingCall(self.tick)
         self._expiry.clock = reactor
@@ -122,11 +124,20 @@ class PbsyslogService(Service):
             log.info("metrics on http://{host}:{port}/metrics",
                      host=f"[{bound.host}]" if ":" in bound.host else bound.host, port=bound.port)
         self._expiry.start(self.config.expire_interval, now=False)
-        if self._reload_config is not None:
+        if self._reload_config is not None:  # run by twistd, not by a test
             self._previous_hup = signal.signal(
                 signal.SIGHUP, lambda signum, frame: self.reactor.callFromThread(self.reload))
+            # The reactor's own SIGTERM handler makes twistd re-raise the
+            # signal at exit (status -15); a stop asked for is a clean stop,
+            # so take SIGTERM over once the reactor runs: stop, write the
+            # last batch (stopService), exit 0.
+            self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._on_sigterm)
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        log.info("received SIGTERM: writing the last batch and stopping")
+        self.reactor.callFromThread(self.reactor.stop)
 
     def _lock(self) -> None:
         """Hold ``<dbfile>.lock`` while running: one service per map, and the offline CLI knows we are up."""
@@ -375,7 +386,8 @@ class PbsyslogService(Service):
             self.journal.append(entries)
         except Exception:
             self._state_dirty = True
-            log.failure("state journal write failed; will rewrite {path} from memory", path=self.journal.path)
+            self._failed("journal", "state journal write failed; will rewrite {path} from memory",
+                         path=self.journal.path)
         adds = {ip: arrived for ip, arrived in adds.items() if ip in tracker}
         if not adds or self.map is None:
             return
@@ -387,6 +399,18 @@ class PbsyslogService(Service):
             delay.observe(max(0.0, now - adds[ip]))
             log.info("added {ip} to map ({pattern})", ip=ip, pattern=tracker.pattern(ip))
 
+    def _failed(self, kind: str, message: str, **fields: Any) -> None:
+        """Log a failure with its traceback, once per kind until that kind works again."""
+        if kind not in self._failing:
+            self._failing.add(kind)
+            log.failure(message + " (logged once until it works again)", **fields)
+
+    def _works(self, kind: str, message: str, **fields: Any) -> None:
+        """Log the recovery of a kind of operation that had failed."""
+        if kind in self._failing:
+            self._failing.discard(kind)
+            log.info(message, **fields)
+
     def _commit(self, add: Any = (), remove: Any = ()) -> bool:
         """One map commit, timed and counted; on failure, log and mark the map for healing."""
         started = time.perf_counter()
@@ -395,7 +419,8 @@ class PbsyslogService(Service):
         except Exception:
             self._dirty = True
             self.map_errors += 1
-            log.failure("map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
+            self._unlogged.update(add)
+            self._failed("map", "map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
             return False
         self.map_commits += 1
         self.metrics.write_seconds.labels(self.output_name).observe(time.perf_counter() - started)
@@ -405,38 +430,78 @@ class PbsyslogService(Service):
         """Expire what is due, heal the map after a failed write, compact the journal; never raises."""
         try:
             removed = self.tracker.expire(self.reactor.seconds())
-            if self.map is None:
+            if self.map is None and not self._dirty:
                 return
             if self._dirty:
+                # Reopen from the file: after a failed write the old handle's
+                # cache holds pages the file never got, and would report
+                # them as present.
+                _close_quietly(self.map)
+                self.map = None
+                self.map = open_map(self.config.dbfile, self.config.map_value, self.reactor.seconds())
                 added, gone = self.map.replace_all(self.tracker.ips())
                 self._dirty = False
-                log.info("map rebuilt from memory: {a} added, {r} removed", a=len(added), r=len(gone))
+                self._works("map", "map rebuilt from memory ({n} authorised): writes to {path}.db work again",
+                            path=self.config.dbfile, n=len(self.tracker))
+                # Additions whose commit failed were never logged as added.
+                for ip in sorted((self._unlogged | added) & self.tracker.ips()):
+                    log.info("added {ip} to map ({pattern})", ip=ip, pattern=self.tracker.pattern(ip))
+                self._unlogged.clear()
             elif removed:
                 self._commit(remove=removed)
             for ip in removed:
                 log.info("removed {ip} from map (expired)", ip=ip)
+            self._works("tick", "expiry tick works again")
         except Exception:
             self._dirty = True
-            log.failure("expiry tick failed; will rebuild the map on the next tick")
+            self._failed("tick", "expiry tick failed; will rebuild the map on the next tick")
         try:
             if self._state_dirty or self.journal.lines > 2 * len(self.tracker) + 10_000:
                 self.journal.compact(self.tracker.entries())
+                if self._state_dirty:
+                    self._works("journal", "state journal works again: rewrote {path}", path=self.journal.path)
                 self._state_dirty = False
+            self._works("compact", "compacting the state journal works again")
         except Exception:
             self._state_dirty = True
-            log.failure("compacting {path} failed; will retry", path=self.journal.path)
+            self._failed("compact", "compacting {path} failed; will retry", path=self.journal.path)
 
 
 def open_map(path: str, value: str, now: float) -> MapFile:
-    """Open (create) the map; a file Berkeley DB cannot open is moved aside and replaced."""
+    """Open (create) the map; a file Berkeley DB cannot read is moved aside and replaced.
+
+    Reading every key once here catches a damaged page that opening alone
+    would not (the header page can be intact while a bucket page is not).
+    """
     try:
-        return MapFile(path, value)
+        m = MapFile(path, value)
     except DBError as e:
-        aside = f"{path}.db.corrupt-{int(now)}"
-        os.rename(path + ".db", aside)
-        log.warn("{path}.db could not be opened ({error}); moved it to {aside} and made a new one",
-                 path=path, error=e, aside=aside)
-        return MapFile(path, value)
+        return _replace_corrupt(path, value, now, e)
+    try:
+        m.keys()
+    except DBError as e:
+        _close_quietly(m)
+        return _replace_corrupt(path, value, now, e)
+    return m
+
+
+def _close_quietly(m: MapFile) -> None:
+    """Close a map handle that may not be able to flush (full disk, damaged file)."""
+    try:
+        m.close()
+    except Exception:
+        try:
+            m._db.close()  # the flush failed; drop the handle all the same
+        except Exception:
+            pass
+
+
+def _replace_corrupt(path: str, value: str, now: float, error: Exception) -> MapFile:
+    aside = f"{path}.db.corrupt-{int(now)}"
+    os.rename(path + ".db", aside)
+    log.warn("{path}.db could not be read ({error}); moved it to {aside} and made a new one",
+             path=path, error=error, aside=aside)
+    return MapFile(path, value)
 
 
 class _Gate:

@@ -8,8 +8,9 @@ back.  The file is compacted (live entries written to a temporary file,
 fsync, ``rename()``) at start-up and when stale lines pile up.
 
 Deadlines are wall-clock seconds (what ``reactor.seconds()`` returns).  The
-last line for an IP wins; since deadlines only ever grow, replay order is
-never ambiguous.
+last line for an IP wins: the file is appended in order, and a deadline may
+move either way (a logout shortens it to logout + grace), so the last line
+is exactly the tracker's current deadline.
 
 How it fails: ``load`` skips lines it cannot read (a line torn by a crash,
 or garbage) and reports how many; it never raises for the file's content.
@@ -21,6 +22,7 @@ power cut may lose the last few seconds of logins, never corrupt the rest.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Mapping
 
@@ -66,8 +68,7 @@ class StateJournal:
                     except ValueError:
                         bad += 1
                         continue
-                    if deadline > deadlines.get(fields[1], float("-inf")):
-                        deadlines[fields[1]] = deadline
+                    deadlines[fields[1]] = deadline  # the last line wins, earlier or later
                     patterns[fields[1]] = fields[3]
                 elif len(fields) == 2 and fields[0] == "-":
                     deadlines.pop(fields[1], None)
@@ -90,8 +91,16 @@ class StateJournal:
             return
         if self._file is None:
             self._file = open(self.path, "ab", buffering=0)
-        self._file.write("".join(parts).encode("ascii"))
+        # An unbuffered write may write only part (a full disk does that
+        # without an error): write the rest, and let the error that follows
+        # reach the caller, which then rewrites the whole journal.
+        data = memoryview("".join(parts).encode("ascii"))
         self._lines += len(parts)
+        while data:
+            written = self._file.write(data)
+            if not written:
+                raise OSError(errno.ENOSPC, f"{self.path}: short write")
+            data = data[written:]
 
     def compact(self, entries: Mapping[str, tuple[float, str]]) -> None:
         """Replace the journal by exactly ``entries`` ({ip: (deadline, pattern)}), atomically."""

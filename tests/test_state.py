@@ -18,6 +18,24 @@ def test_round_trip_last_line_wins(tmp_path: Path) -> None:
     assert loaded.bad_lines == 0
 
 
+def test_a_later_earlier_deadline_wins(tmp_path: Path) -> None:
+    """A later line with an earlier deadline (a logout shortened it) is what load returns, not the maximum."""
+    j = StateJournal(str(tmp_path / "s"))
+    j.append({"192.0.2.1": (86_500.0, "dovecot-login")})
+    j.append({"192.0.2.1": (160.0, "dovecot-login")})
+    j.close()
+    assert StateJournal(str(tmp_path / "s")).load(now=100).deadlines == {"192.0.2.1": 160.0}
+
+
+def test_a_shortened_deadline_that_passed_is_not_restored(tmp_path: Path) -> None:
+    """An IP whose last line's deadline has passed stays gone, even if an earlier line lies in the future."""
+    j = StateJournal(str(tmp_path / "s"))
+    j.append({"192.0.2.1": (86_500.0, "dovecot-login")})
+    j.append({"192.0.2.1": (160.0, "dovecot-login")})
+    j.close()
+    assert StateJournal(str(tmp_path / "s")).load(now=200).deadlines == {}
+
+
 def test_load_drops_expired(tmp_path: Path) -> None:
     """Entries whose deadline is at or before now are not returned."""
     j = StateJournal(str(tmp_path / "s"))

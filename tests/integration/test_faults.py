@@ -249,7 +249,12 @@ def text_file(data: bytes) -> bytes:
     return b"10.0.0.1 OK\n"
 
 
-CORRUPTIONS = [whole_garbage, zeros, truncated, text_file]
+def bucket_page_garbage(data: bytes) -> bytes:
+    """A valid meta page followed by a random first bucket page (opens fine, fails on reading)."""
+    return data[:4096] + os.urandom(4096) + data[8192:]
+
+
+CORRUPTIONS = [whole_garbage, zeros, truncated, text_file, bucket_page_garbage]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=[c.__name__ for c in CORRUPTIONS])
@@ -327,3 +332,53 @@ def test_sigterm_mid_burst_writes_last_batch(pbsyslog_service: PbsyslogFactory) 
     state = Path(str(service.dbfile) + ".state").read_text().splitlines()
     assert {line.split()[1] for line in state if line.startswith("+ ")} >= keys
 
+
+
+def test_sigterm_exits_zero(pbsyslog_service: PbsyslogFactory) -> None:
+    """SIGTERM during a burst makes twistd exit with status 0 (a stop asked for is a clean stop)."""
+    service = pbsyslog_service()
+    status, _, _ = sigterm_mid_burst(service)
+    assert status == 0, f"exit status {status} after SIGTERM\n{service.output()[-300:]}"
+
+
+def test_full_disk_failure_logged_once_per_kind(tmp_path: Path, tmpfs: TinyTmpfs) -> None:
+    """While the disk stays full the service logs each kind of write failure once, not on every retry."""
+    dbfile = tmpfs.mountpoint / "pop-before-smtp"
+    config, port = write_config(tmp_path, dbfile)
+    service = NamespacedService(tmpfs, config)
+    try:
+        tmpfs.fill()
+        send_logins(port, ips_under("10.9", 300))
+        assert service.wait_for_output("map write failed", 5), service.describe()
+        failed_at = time.monotonic()
+        wait_for(lambda: time.monotonic() > failed_at + 5, 6)
+        failures = [l for l in service.output().splitlines() if "#critical]" in l or "#error]" in l]
+        kinds = {re.sub(r"^\S+ \[[^]]+\] ", "", l) for l in failures}
+        assert len(failures) == len(kinds), f"{len(failures)} failure lines for {len(kinds)} kinds: {sorted(kinds)}"
+    finally:
+        service.stop()
+
+
+def test_journal_short_write_on_full_disk_loses_nothing_after_crash(tmp_path: Path, tmpfs: TinyTmpfs) -> None:
+    """A journal append cut short by a full disk is rewritten once space returns, so a later SIGKILL loses no authorisation."""
+    dbfile = tmpfs.mountpoint / "pop-before-smtp"
+    config, port = write_config(tmp_path, dbfile)
+    service = NamespacedService(tmpfs, config)
+    try:
+        send_logins(port, ["10.7.0.1"])  # the journal now has a partly used page
+        assert wait_for(lambda: {"10.7.0.1"} <= map_keys(dbfile, tmpfs.enter), 5), service.describe()
+        tmpfs.fill()
+        during = ips_under("10.8", 300)
+        send_logins(port, during)
+        assert service.wait_for_output("map write failed", 5), service.describe()
+        tmpfs.free()
+        everyone = {"10.7.0.1", *during}
+        assert wait_for(lambda: everyone <= map_keys(dbfile, tmpfs.enter), 5), service.describe()
+        assert service.wait_for_output("state journal works again", 5), service.describe()
+        service.proc.send_signal(signal.SIGKILL)
+        service.proc.wait(10)
+        service = NamespacedService(tmpfs, config)
+        lost = everyone - map_keys(dbfile, tmpfs.enter)
+        assert not lost, f"{len(lost)} of {len(everyone)} authorisations lost after SIGKILL, e.g. {sorted(lost)[:3]}"
+    finally:
+        service.stop()
