@@ -86,6 +86,11 @@ class Config:
     patterns: tuple[str, ...] | str = "all"
     extra_patterns: tuple[Mapping[str, Any], ...] = ()
     authorise_loopback: bool = False
+    authorise_link_local: bool = False
+    # Postfix's mynetworks: "postconf" (ask the local Postfix at start-up),
+    # "none", or a list of networks.  Clients there relay anyway: never added.
+    mynetworks: tuple[str, ...] | str = "postconf"
+    never: tuple[str, ...] = ()  # networks never to authorise
     insecure_remote: bool = False
     max_frame: int = 65536
     max_connections: int = 256
@@ -102,7 +107,7 @@ class Config:
         """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
         known = {
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
-            "pattern", "authorise_loopback", "insecure_remote", "max_frame", "listen",
+            "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote", "max_frame", "listen",
             "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
             "socketmap", "metrics",
         }
@@ -128,6 +133,20 @@ class Config:
             kwargs["extra_patterns"] = _extra_patterns(raw["pattern"])
         if "authorise_loopback" in raw:
             kwargs["authorise_loopback"] = _bool(raw["authorise_loopback"], "authorise_loopback")
+        if "authorise_link_local" in raw:
+            kwargs["authorise_link_local"] = _bool(raw["authorise_link_local"], "authorise_link_local")
+        if "mynetworks" in raw:
+            value = raw["mynetworks"]
+            if value in ("postconf", "none"):
+                kwargs["mynetworks"] = value
+            elif isinstance(value, list) and not value:
+                kwargs["mynetworks"] = ()
+            elif isinstance(value, list):
+                kwargs["mynetworks"] = _networks(value, "mynetworks")
+            else:
+                raise ConfigError('mynetworks: expected "postconf", "none" or a list of networks')
+        if "never" in raw:
+            kwargs["never"] = _networks(raw["never"], "never") if raw["never"] != [] else ()
         if "insecure_remote" in raw:
             kwargs["insecure_remote"] = _bool(raw["insecure_remote"], "insecure_remote")
         if "max_frame" in raw:
