@@ -98,6 +98,12 @@ class Config:
     idle_timeout: float = 86400.0
     udp_rate: float = 20000.0
     max_tracked: int = 1_000_000
+    # Logout tracking: an open session keeps its IP authorised (at most
+    # max_session seconds); two-line logins: connect lines remembered.
+    logout_tracking: bool = False
+    max_session: float = 86400.0
+    max_pending: int = 10_000
+    pending_age: float = 300.0
     listen: tuple[Listener, ...] = DEFAULT_LISTENERS
     socketmap: tuple[SocketmapListener, ...] = ()
     metrics: tuple[str, int] | None = None  # (host, port) of the Prometheus endpoint
@@ -109,7 +115,7 @@ class Config:
             "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
             "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote", "max_frame", "listen",
             "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
-            "socketmap", "metrics",
+            "socketmap", "metrics", "logout_tracking", "max_session", "max_pending", "pending_age",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -172,6 +178,14 @@ class Config:
             kwargs["metrics"] = _metrics(raw["metrics"], "metrics")
         if "max_tracked" in raw:
             kwargs["max_tracked"] = _int(raw["max_tracked"], "max_tracked", 1, 100_000_000)
+        if "logout_tracking" in raw:
+            kwargs["logout_tracking"] = _bool(raw["logout_tracking"], "logout_tracking")
+        if "max_session" in raw:
+            kwargs["max_session"] = _seconds(raw["max_session"], "max_session")
+        if "max_pending" in raw:
+            kwargs["max_pending"] = _int(raw["max_pending"], "max_pending", 1, 10_000_000)
+        if "pending_age" in raw:
+            kwargs["pending_age"] = _seconds(raw["pending_age"], "pending_age")
         return cls(**kwargs).checked()
 
     def override(

@@ -4,15 +4,34 @@ Contract: pure; takes ``now`` as an argument and does no I/O.  Bad input is
 counted and dropped, never raised: a frame that is not syslog, a line that
 matches no pattern, a login for an address that may never relay.  The
 caller (``service.py``) turns the returned additions into map writes.
+
+Sessions (logout tracking, unless ``logout_tracking`` is off: then every
+login is grace only and logout lines are just counted).  A login entry with ``session`` set opens a
+session in the tracker, but only if the table has an enabled logout entry
+of the same group with the same ``session`` kind (else nothing could ever
+close it).  The key says how a logout finds its login:
+  * "group": (host, group, the regex's `session` text): Dovecot's session id,
+    which its logout line carries without any address;
+  * "ip":    (host, program, address), counted: Courier, Perdition,
+    solid-pop3d, whose logout lines carry the address;
+  * "pid":   (host, program, pid): daemons with one process per connection.
+
+Two-line logins.  A "connect" line remembers its address under
+(host, program, pid) in ``Connections`` (bounded in number and age); the
+next matched line of the same key takes it: a login with ip_from =
+"connect" gets its address from it, any other line (failure, end, a
+one-line login) just discards it.  A connect line without a pid is
+ignored.  Matching never looks at the facility.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Hashable
 
 import attrs
 
-from pbsyslog.patterns import PatternTable
+from pbsyslog.patterns import Pattern, PatternTable
 from pbsyslog.syslog import MalformedMessage, parse
 from pbsyslog.tracker import Tracker
 
@@ -29,6 +48,10 @@ class Counters:
     stale: int = 0
     full: int = 0
     wrong_host: int = 0
+    logouts: int = 0  # logouts that closed an open session
+    unmatched_logouts: int = 0  # logouts (of tracked kinds) with no open session: nothing changed
+    connects: int = 0  # two-line connect lines remembered
+    unpaired: int = 0  # two-line logins with no (fresh) connect line: nothing authorised
     # (pattern, event kind) -> lines matched
     matches: dict[tuple[str, str], int] = attrs.Factory(dict)
 
@@ -43,6 +66,59 @@ def may_relay(ip: str, authorise_loopback: bool) -> bool:
     return True
 
 
+class Connections:
+    """Two-line logins: the address of each connection's connect line, until its next line.
+
+    Keyed by (host, program, pid).  Bounded: at most ``max_pending``
+    entries (a flood of connect lines evicts the oldest) and none older
+    than ``max_age`` seconds is ever used, so a pid reused later never
+    inherits an old address; a new connect line for a key replaces the old.
+    """
+
+    def __init__(self, max_pending: int = 10_000, max_age: float = 300.0) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        if max_age <= 0:
+            raise ValueError("max_age must be positive")
+        self.max_pending = max_pending
+        self.max_age = max_age
+        self.evicted = 0
+        # Insertion order is age order (a replaced key is moved to the end).
+        self._pending: dict[Hashable, tuple[str, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def connect(self, key: Hashable, ip: str, now: float) -> None:
+        """Remember that connection ``key`` came from ``ip``."""
+        pending = self._pending
+        pending.pop(key, None)
+        pending[key] = (ip, now)
+        self._prune(now)
+        while len(pending) > self.max_pending:
+            del pending[next(iter(pending))]
+            self.evicted += 1
+
+    def take(self, key: Hashable, now: float) -> str | None:
+        """Forget connection ``key``; return its address if its connect line is fresh enough."""
+        item = self._pending.pop(key, None)
+        if item is None:
+            return None
+        ip, since = item
+        if not 0 <= now - since <= self.max_age:
+            return None
+        return ip
+
+    def _prune(self, now: float) -> None:
+        pending = self._pending
+        cutoff = now - self.max_age
+        while pending:
+            key = next(iter(pending))
+            if pending[key][1] >= cutoff:
+                break
+            del pending[key]
+
+
 class Pipeline:
     """Feeds frames through parsing and matching into the tracker."""
 
@@ -52,20 +128,28 @@ class Pipeline:
         tracker: Tracker,
         authorise_loopback: bool = False,
         max_tracked: int = 1_000_000,
+        max_pending: int = 10_000,
+        pending_age: float = 300.0,
+        logout_tracking: bool = True,
     ) -> None:
         self.table = table
         self.tracker = tracker
         self.authorise_loopback = authorise_loopback
         self.max_tracked = max_tracked
+        self.connections = Connections(max_pending, pending_age)
+        self.logout_tracking = logout_tracking
         self.counters = Counters()
 
     def feed(
         self, frame: bytes, now: float, hostnames: frozenset[str] | None = None
     ) -> tuple[str, str, str] | None:
-        """Handle one frame; return (ip, pattern, "added"|"extended") when it moved a deadline.
+        """Handle one frame; return (ip, pattern, change) when it moved an IP's deadline.
 
-        ``hostnames``, when given, are the syslog HOSTNAMEs the listener
-        accepts: a message from any other host is counted and dropped.
+        change is "added" (newly authorised: write it to the map),
+        "extended" (deadline later) or "changed" (deadline earlier: a
+        logout).  ``hostnames``, when given, are the syslog HOSTNAMEs the
+        listener accepts: a message from any other host is counted and
+        dropped.
         """
         counters = self.counters
         counters.frames += 1
@@ -74,44 +158,99 @@ class Pipeline:
         except MalformedMessage:
             counters.malformed += 1
             return None
-        if hostnames is not None and (message.hostname or "").lower() not in hostnames:
+        host = (message.hostname or "").lower()
+        if hostnames is not None and host not in hostnames:
             counters.wrong_host += 1
             return None
-        event = self.table.match(message)
+        table = self.table
+        event = table.classify(message)
         if event is None:
             return None
-        key = (event.pattern, event.kind)
+        kind = event.kind
+        key = (event.pattern, kind)
         counters.matches[key] = counters.matches.get(key, 0) + 1
-        if event.kind != "login":
-            if event.kind == "fail":
-                counters.failures += 1
+        entry = table.by_name[event.pattern]
+        ip = event.ip
+
+        connection = (host, message.program, message.pid) if message.pid is not None else None
+        if kind == "connect":
+            if connection is not None and ip is not None:
+                counters.connects += 1
+                self.connections.connect(connection, ip, now)
             return None
-        counters.logins += 1
-        if not may_relay(event.ip, self.authorise_loopback):
-            counters.refused += 1
+        # Any other line of a connection settles its connect line.
+        earlier = self.connections.take(connection, now) if connection is not None else None
+        if entry.ip_from is not None:
+            ip = earlier
+        if kind == "fail":
+            counters.failures += 1
             return None
+        if kind == "end":
+            return None
+
         # A sender's own timestamp may shorten an authorisation, never extend
         # it: a login delivered late (say from an rsyslog disk queue after an
         # outage) counts from when it happened, and one older than the grace
-        # authorises nothing; a timestamp in the future counts as now.  Only
-        # timestamps that carry a zone are used: an RFC 3164 stamp has none,
-        # and guessing the sender's zone wrong would refuse every login.
+        # authorises nothing (even one that opens a session: its logout may
+        # be in the same backlog); a timestamp in the future counts as now.
+        # Only timestamps that carry a zone are used: an RFC 3164 stamp has
+        # none, and guessing the sender's zone wrong would refuse every login.
         when = now
         stamp = message.timestamp
         if stamp is not None and stamp.tzinfo is not None:
             sent = stamp.timestamp()
             if sent < now:
                 when = sent
-                if sent + self.tracker.grace <= now:
-                    counters.stale += 1
-                    return None
         tracker = self.tracker
-        if len(tracker) >= self.max_tracked and event.ip not in tracker:
+
+        if kind == "logout":
+            if not self.logout_tracking:
+                return None
+            session = _session_key(entry, event.session, ip, host, message.program, message.pid)
+            if session is None:
+                return None
+            closed = tracker.logout(session, when)
+            if closed is None:
+                counters.unmatched_logouts += 1
+                return None
+            counters.logouts += 1
+            closed_ip, change = closed
+            return None if change is None else (closed_ip, event.pattern, change)
+
+        # kind == "login"
+        if ip is None:
+            counters.unpaired += 1
+            return None
+        counters.logins += 1
+        if not may_relay(ip, self.authorise_loopback):
+            counters.refused += 1
+            return None
+        if when + tracker.grace <= now:
+            counters.stale += 1
+            return None
+        if len(tracker) >= self.max_tracked and ip not in tracker:
             # Full: never evict a live authorisation to make room; the new
             # client is not authorised (counted; the service logs it loudly).
             counters.full += 1
             return None
-        change = tracker.login(event.ip, when, event.pattern)
+        session = None
+        if self.logout_tracking and entry.session is not None and (entry.group, entry.session) in table.closable:
+            session = _session_key(entry, event.session, ip, host, message.program, message.pid)
+        change = tracker.login(ip, when, event.pattern, session, entry.session == "ip")
         if change is None:
             return None
-        return event.ip, event.pattern, change
+        return ip, event.pattern, change
+
+
+def _session_key(
+    entry: Pattern, text: str | None, ip: str | None, host: str, program: str | None, pid: str | None
+) -> Hashable | None:
+    """The key under which a login of ``entry`` opens, or a logout closes, a session; None: none."""
+    how = entry.session
+    if how == "group":
+        return None if text is None else ("group", host, entry.group, text)
+    if how == "ip":
+        return None if ip is None else ("ip", host, program, ip)
+    if how == "pid":
+        return None if pid is None else ("pid", host, program, pid)
+    return None

@@ -526,5 +526,8 @@ def build(
     ``reload_config``, when given, is how SIGHUP gets a fresh config.
     """
     table = load_table(config.patterns, extra=config.extra_patterns)
-    pipeline = Pipeline(table, Tracker(config.grace), config.authorise_loopback, config.max_tracked)
+    pipeline = Pipeline(
+        table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
+        config.max_pending, config.pending_age, config.logout_tracking,
+    )
     return PbsyslogService(config, reactor, pipeline, reload_config)

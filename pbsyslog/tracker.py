@@ -19,7 +19,8 @@ Sessions.  A login may open a session under a key (the caller's: say
 finds the IP even when its own line has none.  A logout whose key has no
 open session changes nothing.  With ``counted`` a key holds several
 sessions at once (keyed by address: each logout closes one); without, a key
-is one session and a second login under it replaces the first.  Open
+is one session (a repeated login line does not open a second one; a
+login of another address under it replaces it).  Open
 sessions are bounded (``max_sessions``): the oldest is then forgotten as if
 its logout had been lost, i.e. its IP keeps that session's full
 max_session deadline, never less.
@@ -197,10 +198,13 @@ class Tracker:
 
     def _open_session(self, ip: str, now: float, key: Hashable, counted: bool) -> None:
         entry = self._sessions.get(key)
-        if entry is not None and (entry.ip != ip or not counted):
-            # One session per key: a login under a key already open (a
-            # repeated line, or a reused id) replaces it.  The old one keeps
-            # what it earned, as if its logout had been lost.
+        if entry is not None and entry.ip == ip and not counted:
+            # The same session again (a line delivered twice): still one.
+            entry.starts[0] = max(entry.starts[0], now)
+            return
+        if entry is not None and entry.ip != ip:
+            # A key reused for another address: the old session keeps what
+            # it earned, as if its logout had been lost.
             self._forget(key, entry)
             entry = None
         if entry is None:

@@ -104,7 +104,7 @@ def entry(**changes: Any) -> dict[str, Any]:
 )
 def test_builtin_sample_gives_expected_event(name: str, number: int, sample: Sample) -> None:
     """Each built-in sample gives exactly its expected event and address through the whole table, or nothing."""
-    event = TABLE.match(message(sample.program, sample.message))
+    event = TABLE.classify(message(sample.program, sample.message))
     if sample.event is None:
         assert event is None
     else:
@@ -112,6 +112,20 @@ def test_builtin_sample_gives_expected_event(name: str, number: int, sample: Sam
         assert (event.kind, event.ip, event.pattern) == (sample.event, sample.ip, name)
         if sample.user is not None:
             assert event.user == sample.user
+        if sample.session is not None:
+            assert event.session == sample.session
+
+
+@pytest.mark.parametrize(
+    ("name", "number", "sample"), SAMPLES, ids=[f"{n}#{i}" for n, i, _ in SAMPLES]
+)
+def test_match_reports_only_events_with_an_address(name: str, number: int, sample: Sample) -> None:
+    """match() gives a sample's event only when it is a login, logout or failure with an address; else nothing."""
+    event = TABLE.match(message(sample.program, sample.message))
+    if sample.event in ("login", "logout", "fail") and sample.ip is not None:
+        assert event is not None and (event.kind, event.ip) == (sample.event, sample.ip)
+    else:
+        assert event is None
 
 
 @pytest.mark.parametrize(
@@ -139,13 +153,16 @@ GROUPS = (
     "cucipop", "vm-pop3d", "popa3d", "solid-pop3d", "perdition", "teapop", "apple",
 )
 NAMES = (
-    "dovecot-login", "dovecot-fail", "courier-login", "courier-logout", "courier-fail",
+    "dovecot-login", "dovecot-logout", "dovecot-fail", "courier-login", "courier-logout", "courier-fail",
     "uw-imap-login", "uw-imap-fail", "uw-imap-solaris-login", "dovecot-old-login",
     "dovecot-file-login", "dovecot-file-fail", "qpopper-login", "qpopper-stats",
     "qpopper-file-login", "cyrus-login", "cyrus-fail", "gnu-pop3d-login", "vpopmail-login",
-    "vpopmail-fail", "cucipop-login", "vm-pop3d-login", "popa3d-login", "solid-pop3d-login",
-    "solid-pop3d-logout", "solid-pop3d-fail", "perdition-login", "perdition-old-login",
-    "perdition-logout", "perdition-fail", "teapop-login", "apple-imap-login",
+    "vpopmail-fail", "cucipop-login", "vm-pop3d-login", "vm-pop3d-connect", "vm-pop3d-two-line",
+    "popa3d-login", "popa3d-connect", "popa3d-two-line", "popa3d-fail", "popa3d-end", "popa3d-logout",
+    "solid-pop3d-login", "solid-pop3d-logout", "solid-pop3d-connect", "solid-pop3d-two-line",
+    "solid-pop3d-two-line-logout", "solid-pop3d-two-line-fail", "solid-pop3d-fail",
+    "perdition-login", "perdition-old-login", "perdition-logout", "perdition-fail", "teapop-login",
+    "apple-imap-login",
 )
 
 
@@ -261,14 +278,14 @@ def test_match_does_not_depend_on_facility(facility: int | None) -> None:
     """The same line gives the same event whatever facility it was logged with."""
     text = BUILTIN["dovecot-login"].samples[0].message
     assert TABLE.match(message("dovecot", text, facility)) == AuthEvent(
-        "login", "127.10.20.30", "dovecot-login", "alice"
+        "login", "127.10.20.30", "dovecot-login", "alice", "KxeGB2thD8R/ChQe"
     )
 
 
 def test_empty_user_is_reported_as_none() -> None:
     """A login line with an empty user field reports user None."""
     text = "imap-login: Login: user=<>, method=EXTERNAL, rip=192.0.2.7, lip=192.0.2.1, mpid=1, TLS, session=<AAAA>"
-    assert TABLE.match(message("dovecot", text)) == AuthEvent("login", "192.0.2.7", "dovecot-login", None)
+    assert TABLE.match(message("dovecot", text)) == AuthEvent("login", "192.0.2.7", "dovecot-login", None, "AAAA")
 
 
 def test_match_never_raises_on_odd_messages() -> None:
@@ -504,7 +521,7 @@ def test_extra_entry_named_like_a_group_replaces_the_group() -> None:
     """An admin entry named like a built-in group replaces all of that group's entries."""
     replacement = entry(name="courier", programs=["pop3d"])
     table = load_table(extra=[replacement])
-    assert table.names[:5] == ("dovecot-login", "dovecot-fail", "courier", "uw-imap-login", "uw-imap-fail")
+    assert table.names[:6] == ("dovecot-login", "dovecot-logout", "dovecot-fail", "courier", "uw-imap-login", "uw-imap-fail")
     assert not any(name.startswith("courier-") for name in table.names)
 
 

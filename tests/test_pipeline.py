@@ -10,10 +10,10 @@ NOW = datetime.datetime(2026, 11, 29, 14, 0, 0, tzinfo=datetime.timezone.utc).ti
 
 
 def frame(stamp: str, ip: str = "192.0.2.7") -> bytes:
-    """An RFC 5424 Dovecot login frame with the given timestamp."""
+    """An RFC 5424 Dovecot login frame with the given timestamp (no session id: grace only, no open session)."""
     return (
         f"<22>1 {stamp} vm dovecot - - -  pop3-login: Login: user=<a>, method=PLAIN, "
-        f"rip={ip}, lip=192.0.2.1, mpid=1, session=<x>"
+        f"rip={ip}, lip=192.0.2.1, mpid=1"
     ).encode()
 
 
@@ -46,7 +46,7 @@ def test_future_timestamp_counts_as_now() -> None:
 def test_zoneless_rfc3164_stamp_is_not_used() -> None:
     """A traditional timestamp (no zone, no year) never shortens: receipt time rules."""
     p = pipeline()
-    line = b"<22>Jan  1 00:00:00 vm dovecot: pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.8, lip=192.0.2.1, mpid=1, session=<x>"
+    line = b"<22>Jan  1 00:00:00 vm dovecot: pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.8, lip=192.0.2.1, mpid=1"
     p.feed(line, NOW)
     assert p.tracker.deadline("192.0.2.8") == NOW + 1800
 
