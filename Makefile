@@ -62,3 +62,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps-build
 
 clean:
 	rm -rf $(VENV) var build *.egg-info twisted/plugins/dropin.cache
+
+# Benchmarks (issue 6): one JSON object per figure on stdout, progress on
+# stderr.  `make bench BENCH_QUICK=1` is the few-second smoke mode.
+.PHONY: bench
+bench: venv
+	$(BIN)/python bench/run.py $(if $(filter-out 0,$(BENCH_QUICK)),--quick)
