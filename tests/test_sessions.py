@@ -425,3 +425,40 @@ def test_real_popa3d_lines_through_the_two_line_correlator() -> None:
     assert changes[0] == ("127.52.1.11", "popa3d-two-line", "added")
     assert changes[-1] == ("127.52.1.11", "popa3d-logout", "changed")
     assert p.tracker.deadline("127.52.1.11") == stamp(first[-1]) + 60
+
+
+@pytest.mark.parametrize("daemon", ["courier", "solid-pop3d", "perdition"])
+def test_real_logout_lines_keyed_by_address(daemon: str) -> None:
+    """Real Courier, solid-pop3d and Perdition lines: each labelled login opens a session and each logout after it starts the grace at the logout."""
+    if daemon == "courier":
+        rows = [json.loads(x) for x in (SHARED / "labels.jsonl").read_text().splitlines() if x]
+        rows = [r for r in rows if r["file"] == "real/courier/mail.log"]
+    else:
+        rows = [json.loads(x) for x in (CORPUS / daemon / "labels.jsonl").read_text().splitlines() if x]
+        rows = [r for r in rows if r["file"] == f"{daemon}/mail.log"]
+    tracker = Tracker(GRACE)
+    p = Pipeline(load_table(daemon), tracker, authorise_loopback=True)
+    open_: dict[str, int] = {}
+    closed = 0
+    for row in rows:
+        text = str(row["line"])
+        now = stamp(text)
+        change = p.feed(text.encode(), now)
+        ip = str(row["ip"])
+        if row["event"] == "login":
+            assert change is not None and change[0] == ip, text
+            open_[ip] = open_.get(ip, 0) + 1
+        elif row["event"] == "logout":
+            if open_.get(ip, 0) == 0:
+                assert change is None, text  # no login to close: nothing changes
+                continue
+            open_[ip] -= 1
+            closed += 1
+            if open_[ip] == 0:
+                assert change is not None and change[0] == ip and change[2] == "changed", text
+                assert tracker.deadline(ip) == now + GRACE, text
+            else:
+                assert change is None, text
+        else:
+            assert change is None, text
+    assert closed > 0 and tracker.open_count == sum(open_.values())
