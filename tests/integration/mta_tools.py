@@ -107,6 +107,15 @@ def mta_tree() -> MtaTree:
     for program in (tree.makemap, tree.sendmail, tree.exim):
         if not os.access(program, os.X_OK):
             pytest.fail(f"{program} is missing from the unpacked packages", pytrace=False)
+        # The packages' library dependencies are not installed with them:
+        # name any that is missing (add its package to DEB_TEST in the Makefile).
+        missing = [
+            line.split()[0]
+            for line in run_checked(["ldd", str(program)]).stdout.splitlines()
+            if "not found" in line
+        ]
+        if missing:
+            pytest.fail(f"{program} needs {missing}: add their packages to DEB_TEST", pytrace=False)
     return tree
 
 
