@@ -100,7 +100,7 @@ class Config:
     max_tracked: int = 1_000_000
     # Logout tracking: an open session keeps its IP authorised (at most
     # max_session seconds); two-line logins: connect lines remembered.
-    logout_tracking: bool = False
+    logout_tracking: bool = True
     max_session: float = 86400.0
     max_pending: int = 10_000
     pending_age: float = 300.0

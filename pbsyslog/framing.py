@@ -146,14 +146,16 @@ class StreamFramer:
             self._reset()
             return end + 1
         if end < 0:
-            if len(self._buf) + n > self.max_frame:
+            # + 1: room for a CR that may turn out to end the frame.
+            if len(self._buf) + n > self.max_frame + 1:
                 self.oversize += 1
                 self._reset()
                 self._state = _State.SKIP_LINE
             else:
                 self._buf += data
             return n
-        if len(self._buf) + end > self.max_frame:
+        last = data[end - 1] if end else (self._buf[-1] if self._buf else 0)
+        if len(self._buf) + end - (last == 0x0D) > self.max_frame:
             self.oversize += 1
             self._reset()
             return end + 1
@@ -208,13 +210,14 @@ class StreamFramer:
             if nul >= 0 and (end < 0 or nul < end):
                 end = nul
             if end < 0:
-                if n - pos > max_frame:
+                if n - pos > max_frame + 1:  # + 1: room for a CR before the LF
                     self.oversize += 1
                     self._state = _State.SKIP_LINE
                 else:
                     self._hold(_State.LINE, data[pos:])
                 return
-            if end - pos > max_frame:
+            # The frame's length does not count a CR of a CR LF ending.
+            if end - pos - (end > pos and data[end - 1] == 0x0D) > max_frame:
                 self.oversize += 1
             else:
                 frame = data[pos:end].rstrip(_TRAILER)

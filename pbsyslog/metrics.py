@@ -87,8 +87,9 @@ class _ServiceCollector:
         ignored = CounterMetricFamily(
             "pbsyslog_logins_ignored", "Successful logins that authorised nothing, by reason.", labels=["reason"])
         for reason, value in (
-            ("never_relay", p.refused), ("stale_timestamp", p.stale), ("tracker_full", p.full),
-            ("wrong_hostname", p.wrong_host),
+            ("mynetworks", p.ignored.get("mynetworks", 0)), ("never_list", p.ignored.get("never", 0)),
+            ("special_address", p.ignored.get("special", 0)), ("stale_timestamp", p.stale),
+            ("tracker_full", p.full), ("wrong_hostname", p.wrong_host),
         ):
             ignored.add_metric([reason], value)
         yield ignored

@@ -31,6 +31,7 @@ from collections.abc import Hashable
 
 import attrs
 
+from pbsyslog.networks import NeverList
 from pbsyslog.patterns import Pattern, PatternTable
 from pbsyslog.syslog import MalformedMessage, parse
 from pbsyslog.tracker import Tracker
@@ -52,6 +53,8 @@ class Counters:
     unmatched_logouts: int = 0  # logouts (of tracked kinds) with no open session: nothing changed
     connects: int = 0  # two-line connect lines remembered
     unpaired: int = 0  # two-line logins with no (fresh) connect line: nothing authorised
+    # reason ("special", "never", "mynetworks") -> logins ignored for it
+    ignored: dict[str, int] = attrs.Factory(dict)
     # (pattern, event kind) -> lines matched
     matches: dict[tuple[str, str], int] = attrs.Factory(dict)
 
@@ -131,10 +134,13 @@ class Pipeline:
         max_pending: int = 10_000,
         pending_age: float = 300.0,
         logout_tracking: bool = True,
+        never: NeverList | None = None,
     ) -> None:
         self.table = table
         self.tracker = tracker
-        self.authorise_loopback = authorise_loopback
+        # Who may never be authorised; without a NeverList, the special
+        # ranges only (loopback as authorise_loopback says).
+        self.never = never if never is not None else NeverList(authorise_loopback=authorise_loopback)
         self.max_tracked = max_tracked
         self.connections = Connections(max_pending, pending_age)
         self.logout_tracking = logout_tracking
@@ -222,8 +228,10 @@ class Pipeline:
             counters.unpaired += 1
             return None
         counters.logins += 1
-        if not may_relay(ip, self.authorise_loopback):
+        reason = self.never.reason(ip)
+        if reason is not None:
             counters.refused += 1
+            counters.ignored[reason] = counters.ignored.get(reason, 0) + 1
             return None
         if when + tracker.grace <= now:
             counters.stale += 1

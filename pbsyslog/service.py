@@ -43,7 +43,8 @@ from pbsyslog.socketmap import SocketmapFactory
 from pbsyslog.state import StateJournal
 from pbsyslog.tls import server_options
 from pbsyslog.tracker import Tracker
-from pbsyslog.trust import SenderFilter
+from pbsyslog.networks import NeverList, from_postconf
+from pbsyslog.trust import SenderFilter, parse_network
 
 log = Logger(namespace="pbsyslog")
 
@@ -233,11 +234,12 @@ class PbsyslogService(Service):
             for (_, gate), listener in zip(self._gates, new.listen):
                 gate.update(listener)
         self.pipeline.table = table
-        self.pipeline.authorise_loopback = new.authorise_loopback
+        self.pipeline.never = never_list(new)
         self.tracker.grace = new.grace
         self.config = attrs.evolve(
             self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
-            authorise_loopback=new.authorise_loopback, grace=new.grace,
+            authorise_loopback=new.authorise_loopback, authorise_link_local=new.authorise_link_local,
+            mynetworks=new.mynetworks, never=new.never, grace=new.grace,
             listen=new.listen if bindings == [(l.protocol, l.host, l.port) for l in new.listen] else self.config.listen,
         )
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
@@ -305,7 +307,7 @@ class PbsyslogService(Service):
                 for listener, c in self.transport_counters
             ],
             "frames": p.frames, "parse_errors": p.malformed, "logins": p.logins, "failures": p.failures,
-            "ignored": {"never_relay": p.refused, "stale": p.stale, "full": p.full, "wrong_host": p.wrong_host},
+            "ignored": {**p.ignored, "stale": p.stale, "full": p.full, "wrong_host": p.wrong_host},
             "map_writes": self.map_commits, "map_errors": self.map_errors,
             "last_write": self._last_commit if self._last_commit > float("-inf") else None,
         }
@@ -528,6 +530,27 @@ def build(
     table = load_table(config.patterns, extra=config.extra_patterns)
     pipeline = Pipeline(
         table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
-        config.max_pending, config.pending_age, config.logout_tracking,
+        config.max_pending, config.pending_age, config.logout_tracking, never=never_list(config),
     )
     return PbsyslogService(config, reactor, pipeline, reload_config)
+
+
+def never_list(config: Config) -> NeverList:
+    """The never-authorise rules of ``config``, asking the local Postfix for mynetworks if told to."""
+    mynetworks: list[Any] = []
+    if config.mynetworks == "postconf":
+        try:
+            mynetworks, warnings = from_postconf()
+        except OSError as e:
+            warnings = [f"cannot read Postfix's mynetworks ({e}); set mynetworks in the config"]
+        for warning in warnings:
+            log.warn("mynetworks: {warning}", warning=warning)
+        log.info("mynetworks from postconf: {nets}", nets=" ".join(str(n) for n in mynetworks) or "(none)")
+    elif config.mynetworks != "none":
+        mynetworks = [parse_network(n) for n in config.mynetworks]
+    return NeverList(
+        mynetworks=mynetworks,
+        never=[parse_network(n) for n in config.never],
+        authorise_loopback=config.authorise_loopback,
+        authorise_link_local=config.authorise_link_local,
+    )

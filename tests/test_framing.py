@@ -282,8 +282,9 @@ def _encoded_frames(draw: st.DrawFn) -> tuple[list[bytes], list[tuple[bytes, int
         else:
             body = draw(_lf_body)
             ending = draw(st.sampled_from([b"\n", b"\r\n", b"\x00", b"\x00\n"]))
-            # The content length is what precedes the first LF or NUL.
-            encoded.append((body + ending, len(body) + (ending == b"\r\n")))
+            # The frame's length is what precedes the first LF or NUL, less
+            # the CR of a CR LF ending (which is not part of the message).
+            encoded.append((body + ending, len(body)))
         frames.append(body)
     return frames, encoded
 

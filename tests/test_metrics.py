@@ -40,8 +40,8 @@ def test_counters_move(tmp_path: Path) -> None:
 
 
 def test_ignored_logins_by_reason(tmp_path: Path) -> None:
-    """A loopback login without authorise_loopback is counted under never_relay."""
+    """A loopback login without authorise_loopback is counted under special_address."""
     service, reactor = start(tmp_path)
     service.receive(LOGIN % b"127.0.0.9", "127.0.0.1")
-    assert scrape(service)[("pbsyslog_logins_ignored_total", (("reason", "never_relay"),))] == 1
+    assert scrape(service)[("pbsyslog_logins_ignored_total", (("reason", "special_address"),))] == 1
     service.stopService()

@@ -17,7 +17,7 @@ from pbsyslog.tap import Options
 
 LOGIN = (
     b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-    b"rip=%s, lip=192.0.2.1, mpid=1, session=<x>"
+    b"rip=%s, lip=192.0.2.1, mpid=1"
 )
 FAILED = (
     b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "

@@ -266,8 +266,10 @@ class PbsyslogService(Daemon):
             "dbfile": str(workdir / "pop-before-smtp"),
             "map_value": "OK",
             "patterns": ["dovecot", "uw-imap", "courier"],
-            # Every client in these tests is on loopback.
+            # Every client in these tests is on loopback, which the machine's
+            # Postfix has in mynetworks.
             "authorise_loopback": True,
+            "mynetworks": "none",
             "listen": [
                 {"protocol": "udp", "host": LOOPBACK_V4, "port": self.udp_port},
                 {"protocol": "tcp", "host": LOOPBACK_V4, "port": self.tcp_port},

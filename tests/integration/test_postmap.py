@@ -33,7 +33,7 @@ def dovecot_login(ip: str) -> str:
     """A Dovecot POP3 login line as rsyslog's default UDP forward format carries it."""
     return (
         "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339, session=<KxeGB2thD8R/ChQe>"
+        f"rip={ip}, lip=127.0.0.1, mpid=13339"
     )
 
 

@@ -14,7 +14,7 @@ def login(ip: str) -> str:
     """A Dovecot login line as a syslog datagram."""
     return (
         "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=1, session=<KxeGB2thD8R/ChQe>"
+        f"rip={ip}, lip=127.0.0.1, mpid=1"
     )
 
 
