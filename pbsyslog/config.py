@@ -68,6 +68,20 @@ class SocketmapListener:
         return f"tcp {host}:{self.port}"
 
 
+# The map flavours pbsyslog can write (pbsyslog.mapfile.OUTPUT_KINDS; a test
+# keeps the two equal, and this module stays free of the Berkeley DB binding).
+MAP_KINDS = ("postfix-hash", "postfix-btree", "sendmail-access", "sendmail-popauth", "exim-dbm")
+
+
+@attrs.frozen
+class OutputSpec:
+    """One map to keep: its kind, path (as the MTA names it) and value (None: the kind's default)."""
+
+    kind: str
+    path: str
+    value: str | None = None
+
+
 DEFAULT_LISTENERS = (
     Listener("udp", "127.0.0.1", 5514),
     Listener("tcp", "127.0.0.1", 5514),
@@ -83,6 +97,8 @@ class Config:
     commit_interval: float = 0.25
     dbfile: str = "var/pop-before-smtp"
     map_value: str = "OK"
+    map_kind: str = "postfix-hash"  # the flavour of the map at dbfile
+    outputs: tuple[OutputSpec, ...] = ()  # more maps, written with the same changes
     patterns: tuple[str, ...] | str = "all"
     extra_patterns: tuple[Mapping[str, Any], ...] = ()
     authorise_loopback: bool = False
@@ -112,7 +128,7 @@ class Config:
     def from_mapping(cls, raw: Mapping[str, Any]) -> Config:
         """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
         known = {
-            "grace", "expire_interval", "commit_interval", "dbfile", "map_value", "patterns",
+            "grace", "expire_interval", "commit_interval", "dbfile", "map_kind", "output", "map_value", "patterns",
             "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote", "max_frame", "listen",
             "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
             "socketmap", "metrics", "logout_tracking", "max_session", "max_pending", "pending_age",
@@ -131,6 +147,12 @@ class Config:
             kwargs["commit_interval"] = _seconds(raw["commit_interval"], "commit_interval", allow_zero=True)
         if "dbfile" in raw:
             kwargs["dbfile"] = _dbfile(raw["dbfile"], "dbfile")
+        if "map_kind" in raw:
+            kwargs["map_kind"] = _kind(raw["map_kind"], "map_kind")
+        if "output" in raw:
+            if not isinstance(raw["output"], list):
+                raise ConfigError("output: expected [[output]] tables")
+            kwargs["outputs"] = tuple(_output(item, f"output[{i}]") for i, item in enumerate(raw["output"]))
         if "map_value" in raw:
             kwargs["map_value"] = _map_value(raw["map_value"])
         if "patterns" in raw:
@@ -187,6 +209,10 @@ class Config:
         if "pending_age" in raw:
             kwargs["pending_age"] = _seconds(raw["pending_age"], "pending_age")
         return cls(**kwargs).checked()
+
+    def all_outputs(self) -> tuple[OutputSpec, ...]:
+        """Every map to write: the one at dbfile first, then the [[output]] ones."""
+        return (OutputSpec(self.map_kind, self.dbfile, self.map_value), *self.outputs)
 
     def override(
         self,
@@ -419,6 +445,26 @@ def _listener(item: Any, where: str) -> Listener:
             raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" takes it")
         tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
+
+
+def _kind(value: Any, key: str) -> str:
+    if value not in MAP_KINDS:
+        raise ConfigError(f"{key}: expected one of {', '.join(MAP_KINDS)}, got {value!r}")
+    return value
+
+
+def _output(item: Any, where: str) -> OutputSpec:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: expected a table with kind and path")
+    unknown = sorted(set(item) - {"kind", "path", "value"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: kind, path, value)")
+    if "path" not in item or not isinstance(item["path"], str) or not item["path"]:
+        raise ConfigError(f"{where}.path: expected the map's path (as the MTA names it)")
+    value = item.get("value")
+    if value is not None:
+        value = _map_value(value)
+    return OutputSpec(_kind(item.get("kind"), f"{where}.kind"), item["path"], value)
 
 
 def _metrics(value: Any, key: str) -> tuple[str, int] | None:

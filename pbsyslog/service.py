@@ -26,7 +26,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pbsyslog.config import Config
-from pbsyslog.mapfile import DBError, MapFile
 from pbsyslog.control import ControlFactory
 from pbsyslog.metrics import Metrics
 from pbsyslog.patterns import load_table, normalise_ip
@@ -44,6 +43,7 @@ from pbsyslog.state import StateJournal
 from pbsyslog.tls import server_options
 from pbsyslog.tracker import Tracker
 from pbsyslog.networks import NeverList, from_postconf
+from pbsyslog.outputs import Outputs
 from pbsyslog.trust import SenderFilter, parse_network
 
 log = Logger(namespace="pbsyslog")
@@ -68,7 +68,7 @@ class PbsyslogService(Service):
         self.reactor = reactor
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
-        self.map: MapFile | None = None
+        self.map: Outputs | None = None
         self.journal = StateJournal(config.dbfile + ".state")
         self.ports: list[Any] = []
         self.untrusted = 0
@@ -77,7 +77,7 @@ class PbsyslogService(Service):
         self.transport_counters: list[tuple[Any, TransportCounters]] = []
         self.map_commits = 0
         self.map_errors = 0
-        self.output_name = "postfix-hash"
+        self.output_name = config.map_kind if not config.outputs else "all"
         self.metrics = Metrics()
         self.metrics.watch(self)
         self.limits = Limits(
@@ -105,7 +105,7 @@ class PbsyslogService(Service):
         self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
-        self.map = open_map(self.config.dbfile, self.config.map_value, self.reactor.seconds())
+        self.map = Outputs(self.config.all_outputs(), self.reactor.seconds())
         added, stale = self.map.replace_all(self.tracker.ips())
         for ip in sorted(stale):
             log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
@@ -438,9 +438,10 @@ class PbsyslogService(Service):
                 # Reopen from the file: after a failed write the old handle's
                 # cache holds pages the file never got, and would report
                 # them as present.
-                _close_quietly(self.map)
-                self.map = None
-                self.map = open_map(self.config.dbfile, self.config.map_value, self.reactor.seconds())
+                if self.map is None:
+                    self.map = Outputs(self.config.all_outputs(), self.reactor.seconds())
+                else:
+                    self.map.reopen(self.reactor.seconds())
                 added, gone = self.map.replace_all(self.tracker.ips())
                 self._dirty = False
                 self._works("map", "map rebuilt from memory ({n} authorised): writes to {path}.db work again",
@@ -467,43 +468,6 @@ class PbsyslogService(Service):
         except Exception:
             self._state_dirty = True
             self._failed("compact", "compacting {path} failed; will retry", path=self.journal.path)
-
-
-def open_map(path: str, value: str, now: float) -> MapFile:
-    """Open (create) the map; a file Berkeley DB cannot read is moved aside and replaced.
-
-    Reading every key once here catches a damaged page that opening alone
-    would not (the header page can be intact while a bucket page is not).
-    """
-    try:
-        m = MapFile(path, value)
-    except DBError as e:
-        return _replace_corrupt(path, value, now, e)
-    try:
-        m.keys()
-    except DBError as e:
-        _close_quietly(m)
-        return _replace_corrupt(path, value, now, e)
-    return m
-
-
-def _close_quietly(m: MapFile) -> None:
-    """Close a map handle that may not be able to flush (full disk, damaged file)."""
-    try:
-        m.close()
-    except Exception:
-        try:
-            m._db.close()  # the flush failed; drop the handle all the same
-        except Exception:
-            pass
-
-
-def _replace_corrupt(path: str, value: str, now: float, error: Exception) -> MapFile:
-    aside = f"{path}.db.corrupt-{int(now)}"
-    os.rename(path + ".db", aside)
-    log.warn("{path}.db could not be read ({error}); moved it to {aside} and made a new one",
-             path=path, error=error, aside=aside)
-    return MapFile(path, value)
 
 
 class _Gate:

@@ -1,0 +1,55 @@
+"""Several outputs: every map gets the same changes; corrupt ones are replaced; kinds stay in sync."""
+
+from pathlib import Path
+
+from pbsyslog.config import MAP_KINDS, Config, OutputSpec
+from pbsyslog.mapfile import OUTPUT_KINDS, open_output
+from pbsyslog.outputs import Outputs
+from test_service import LOGIN, Reactor
+from pbsyslog.service import build
+
+
+def keys_of(kind: str, path: Path) -> set[str]:
+    """Read one map's keys as pbsyslog writes them."""
+    writer = open_output(kind, str(path))
+    try:
+        return writer.keys()
+    finally:
+        writer.close()
+
+
+def test_config_knows_every_kind() -> None:
+    """The config's list of map kinds is the map writer's."""
+    assert MAP_KINDS == OUTPUT_KINDS
+
+
+def test_service_writes_every_output(tmp_path: Path) -> None:
+    """A login reaches the primary btree map and the Sendmail and Exim outputs; expiry leaves all three."""
+    config = Config.from_mapping({
+        "dbfile": str(tmp_path / "map"), "map_kind": "postfix-btree", "grace": 60, "expire_interval": 5,
+        "output": [
+            {"kind": "sendmail-access", "path": str(tmp_path / "access")},
+            {"kind": "exim-dbm", "path": str(tmp_path / "exim"), "value": "yes"},
+        ],
+    })
+    reactor = Reactor()
+    service = build(config, reactor)
+    service.startService()
+    service.receive(LOGIN % b"2001:db8::5", "127.0.0.1")
+    reactor.advance(0)
+    for kind, path in (("postfix-btree", "map"), ("sendmail-access", "access"), ("exim-dbm", "exim")):
+        assert keys_of(kind, tmp_path / path) == {"2001:db8::5"}, kind
+    reactor.advance(60)
+    for kind, path in (("postfix-btree", "map"), ("sendmail-access", "access"), ("exim-dbm", "exim")):
+        assert keys_of(kind, tmp_path / path) == set(), kind
+    service.stopService()
+
+
+def test_corrupt_output_is_moved_aside(tmp_path: Path) -> None:
+    """An unreadable Exim file (no .db suffix) is renamed and replaced when the outputs open."""
+    (tmp_path / "exim").write_bytes(b"garbage" * 1000)
+    outputs = Outputs([OutputSpec("exim-dbm", str(tmp_path / "exim"))], now=1000)
+    outputs.apply(add=["192.0.2.1"])
+    outputs.close()
+    assert keys_of("exim-dbm", tmp_path / "exim") == {"192.0.2.1"}
+    assert (tmp_path / "exim.corrupt-1000").read_bytes().startswith(b"garbage")
