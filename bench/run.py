@@ -43,7 +43,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-GENLOG = Path("/work/shared/tools/genlog.py")
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "genlog.py"
+GENLOG = _BESIDE if _BESIDE.exists() else Path("/work/shared/tools/genlog.py")
 CACHE = Path(os.environ.get("PBSYSLOG_BENCH_CACHE", "/tmp/pbsyslog-bench"))
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -702,9 +703,9 @@ def bench_storm(quick: bool) -> None:
         reactor.advance(1_700_000_000.0)
         service = build(config, reactor)
         # Not started (no listeners on a fake reactor): just the map, as startService opens it.
-        from pbsyslog.service import open_map
+        from pbsyslog.outputs import Outputs
 
-        service.map = open_map(config.dbfile, config.map_value, reactor.seconds())
+        service.map = Outputs(config.all_outputs(), reactor.seconds())
         commits: list[float] = []
         real_apply = service.map.apply
 

@@ -143,8 +143,7 @@ def test_corpus_hostile_user_names_never_give_their_address() -> None:
 
 def own_log_rows() -> list[dict[str, Any]]:
     """The shared corpus' labels of Dovecot's own log_path file."""
-    beside = HERE.parents[1] / "shared" / "corpus" / "real"
-    base = beside if beside.is_dir() else pathlib.Path("/work/shared/corpus/real")
+    from shared_paths import REAL as base
     rows = [json.loads(line) for line in (base / "labels.jsonl").read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if r["file"].endswith("/own.log")]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pbsyslog.framing import StreamFramer, datagram_frame
 
-WIRE = pathlib.Path("/work/shared/corpus/wire")
+from shared_paths import WIRE  # noqa: E402
 TCP_CAPTURES = sorted(WIRE.glob("tcp_*.bin"))
 
 # Bytes of a pending count header a framer may hold on top of max_frame.

@@ -29,8 +29,9 @@ from pbsyslog.syslog import SyslogMessage
 
 def _corpus_dir() -> pathlib.Path:
     """The real-daemon corpus: shared/ beside the checkout (CI), else the workplace's."""
-    beside = pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
-    return beside if beside.is_dir() else pathlib.Path("/work/shared/corpus/real")
+    from shared_paths import REAL
+
+    return REAL
 
 
 CORPUS = _corpus_dir()

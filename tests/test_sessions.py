@@ -15,7 +15,7 @@ from pbsyslog.tracker import Tracker
 
 IP = "192.0.2.7"
 DOVECOT = ("dovecot", "group-key")
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
+from shared_paths import REAL as SHARED  # noqa: E402
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pbsyslog.syslog import MalformedMessage, SyslogMessage, parse
 
-WIRE = pathlib.Path("/work/shared/corpus/wire")
+from shared_paths import WIRE  # noqa: E402
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)
 
