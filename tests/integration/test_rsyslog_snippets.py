@@ -41,7 +41,7 @@ SNIPPETS = Path(__file__).resolve().parents[2] / "conf" / "rsyslog"
 SHIPPED_PORT = 'port="5514"'
 SHIPPED_TARGET = 'target="127.0.0.1"'
 # The filter every snippet must use, character for character.
-FILTER = 'if ($syslogfacility-text == "mail" or $programname == ["popa3d", "spop3d"]) then {'
+FILTER = 'if ($syslogfacility-text == "mail" or $programname == ["popa3d", "spop3d", "solid-pop3d"]) then {'
 
 # How long after logger returns the map must answer for the IP (rsyslog
 # forwards from its own queue thread, so allow more than the direct path).
