@@ -145,6 +145,7 @@ class Pipeline:
         self.connections = Connections(max_pending, pending_age)
         self.logout_tracking = logout_tracking
         self.counters = Counters()
+        self.last_ignored: tuple[str, str] | None = None  # (ip, reason) of the last login ignored
 
     def feed(
         self, frame: bytes, now: float, hostnames: frozenset[str] | None = None
@@ -232,6 +233,7 @@ class Pipeline:
         if reason is not None:
             counters.refused += 1
             counters.ignored[reason] = counters.ignored.get(reason, 0) + 1
+            self.last_ignored = (ip, reason)
             return None
         if when + tracker.grace <= now:
             counters.stale += 1

@@ -88,6 +88,7 @@ class PbsyslogService(Service):
             udp_rate=config.udp_rate,
         )
         self._full_seen = 0
+        self._refused_seen = 0
         self._full_warned = float("-inf")
         self._pending_adds: dict[str, float] = {}  # ip -> when its login arrived
         self._pending_state: set[str] = set()
@@ -348,8 +349,13 @@ class PbsyslogService(Service):
         """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
         change = self.pipeline.feed(frame, self.reactor.seconds(), hostnames)
         if change is None:
-            if self.pipeline.counters.full != self._full_seen:
+            counters = self.pipeline.counters
+            if counters.full != self._full_seen:
                 self._warn_full()
+            elif counters.refused != self._refused_seen:
+                self._refused_seen = counters.refused
+                ip, reason = self.pipeline.last_ignored or ("?", "?")
+                log.debug("ignored login from {ip} ({reason})", ip=ip, reason=reason)
             return
         ip, _, kind = change
         self._pending_state.add(ip)

@@ -350,3 +350,19 @@ def test_broken_reload_keeps_running_config(tmp_path: Path) -> None:
     reactor.advance(0)
     assert map_keys(tmp_path) == {"192.0.2.44"}
     service.stopService()
+
+
+def test_ignored_login_logged_at_debug(tmp_path: Path) -> None:
+    """A login from a never-authorised address is logged at debug level with its reason."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service, reactor = start(tmp_path, never=["198.51.100.0/24"])
+        service.receive(LOGIN % b"198.51.100.9", "127.0.0.1")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    debug = [e for e in seen if e.get("log_level") == LogLevel.debug and e.get("ip") == "198.51.100.9"]
+    assert debug and debug[0]["reason"] == "never"
+    service.stopService()
