@@ -258,8 +258,10 @@ def _admin(args: argparse.Namespace) -> int:
         reply.pop("ok", None)
         print(json.dumps(reply, indent=2))
     elif args.command == "list":
+        print("IP\tPATTERN\tSECONDS_LEFT\tOPEN_SESSIONS")
         for e in reply["entries"]:
-            print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}")
+            sessions = e.get("open_sessions", "-")  # unknown offline: sessions live in the service
+            print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}\t{sessions}")
     elif args.command == "status":
         for key, value in reply.items():
             if key != "ok":

@@ -48,9 +48,18 @@ session); Exim opens the file afresh in each SMTP process.  So every batch
 here runs under an exclusive ``flock`` on the same descriptor, ends with
 ``sync()``, and moves the file's mtime forward by at least one whole second
 per commit: otherwise two commits in the same second could leave a reader
-that opened the map between them with a stale view.  (Under more than one
-commit per second that mtime runs ahead of the wall clock; write coalescing
-keeps commits rare enough.)
+that opened the map between them with a stale view.  The price: during a
+burst of more than one commit per second (the service coalesces to at most
+1/commit_interval, 4 by default) the mtime runs ahead of the wall clock by
+up to 3 s per second of burst, and the clock catches up once the burst is
+over; the readers only compare mtimes for inequality, so that is harmless.
+
+Why in place under flock, not an atomic rebuild + rename(): one commit of
+10 new keys took 0.54 ms in place vs 7.4 ms rebuilt at 1,000 entries, and
+3.1 ms in place vs 9.4 s rebuilt at 1,000,000 entries
+(``.venv/bin/python bench/map_strategy.py``).  A rebuild per commit cannot
+keep up with a login storm at scale, while in place the flock gives every
+lookup a consistent view and the mtime rule makes every smtpd reopen.
 
 The file is created when the writer opens and is never deleted: an smtpd
 that starts while the file is missing answers 451 until it exits.

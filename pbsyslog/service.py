@@ -252,7 +252,8 @@ class PbsyslogService(Service):
         """Every authorised IP with its pattern and seconds left."""
         now = self.reactor.seconds()
         return [
-            {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1)}
+            {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1),
+             "open_sessions": self.tracker.open_sessions(ip)}
             for ip, (deadline, pattern) in sorted(self.tracker.entries().items())
         ]
 

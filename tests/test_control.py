@@ -22,7 +22,7 @@ def test_requests_and_errors(tmp_path: Path) -> None:
     proto, transport = ControlProtocol(service), StringTransport()
     proto.makeConnection(transport)
     assert ask(proto, transport, b'{"cmd": "add", "ip": "::ffff:192.0.2.5", "grace": 30}') == {"ok": True, "ip": "192.0.2.5"}
-    assert ask(proto, transport, b'{"cmd": "list"}')["entries"] == [{"ip": "192.0.2.5", "pattern": "manual", "seconds_left": 30.0}]
+    assert ask(proto, transport, b'{"cmd": "list"}')["entries"] == [{"ip": "192.0.2.5", "pattern": "manual", "seconds_left": 30.0, "open_sessions": 0}]
     assert ask(proto, transport, b'{"cmd": "del", "ip": "192.0.2.5"}') == {"ok": True, "removed": True}
     assert ask(proto, transport, b"not json")["ok"] is False
     assert "unknown command" in ask(proto, transport, b'{"cmd": "reboot"}')["error"]
