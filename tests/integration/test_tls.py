@@ -25,6 +25,7 @@ from harness import (
 from tlscerts import Authority
 
 SERVER_NAME = "pbsyslog.test"
+SNIPPET = Path(__file__).resolve().parents[2] / "conf" / "rsyslog" / "pbsyslog-tls.conf"
 PINNED_CLIENT = "pop1.test"
 
 
@@ -120,7 +121,7 @@ def test_untrusted_clients_are_refused(service: tuple[PbsyslogService, int], cer
 
 
 class TLSRsyslog(Daemon):
-    """A private rsyslogd forwarding mail.* over TLS (gtls, x509/name) with a client certificate."""
+    """A private rsyslogd running the shipped TLS snippet (gtls, x509/name, client certificate)."""
 
     name = "rsyslogd-tls"
 
@@ -134,19 +135,22 @@ class TLSRsyslog(Daemon):
         (workdir / "work").mkdir(parents=True, exist_ok=True)
         self.socket_path = workdir / "sock" / "log"
         self.config_path = workdir / "rsyslog.conf"
-        self.config_path.write_text(f"""
-global(workDirectory="{workdir}/work"
-       DefaultNetstreamDriverCAFile="{certs.ca.path}"
-       DefaultNetstreamDriverCertFile="{certs.client[0]}"
-       DefaultNetstreamDriverKeyFile="{certs.client[1]}")
-module(load="imuxsock" SysSock.Use="off")
-input(type="imuxsock" Socket="{self.socket_path}" CreatePath="on" RateLimit.Interval="0")
-mail.* action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp"
-              StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"
-              StreamDriverPermittedPeers="{SERVER_NAME}"
-              template="RSYSLOG_SyslogProtocol23Format"
-              action.resumeRetryCount="-1" action.resumeInterval="1")
-""")
+        # The shipped snippet, with only its target, names and file paths swapped in.
+        snippet = (SNIPPET.read_text()
+                   .replace('target="pbsyslog.example.org"', 'target="127.0.0.1"')
+                   .replace('port="6514"', f'port="{port}"')
+                   .replace('StreamDriverPermittedPeers="pbsyslog.example.org"',
+                            f'StreamDriverPermittedPeers="{SERVER_NAME}"')
+                   .replace("/etc/rsyslog-pbsyslog/ca.pem", str(certs.ca.path))
+                   .replace("/etc/rsyslog-pbsyslog/client-cert.pem", str(certs.client[0]))
+                   .replace("/etc/rsyslog-pbsyslog/client-key.pem", str(certs.client[1])))
+        assert "example.org" not in snippet and "/etc/rsyslog-pbsyslog" not in snippet, snippet
+        self.config_path.write_text(
+            f'global(workDirectory="{workdir}/work")\n'
+            'module(load="imuxsock" SysSock.Use="off")\n'
+            f'input(type="imuxsock" Socket="{self.socket_path}" CreatePath="on" RateLimit.Interval="0")\n'
+            + snippet
+        )
         check = subprocess.run([RSYSLOGD, "-N1", "-f", str(self.config_path)],
                                capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr + describe_output(
