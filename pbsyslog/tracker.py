@@ -25,18 +25,38 @@ sessions are bounded (``max_sessions``): the oldest is then forgotten as if
 its logout had been lost, i.e. its IP keeps that session's full
 max_session deadline, never less.
 
-Expiry cost is proportional to what expires, not to what is tracked: a
-min-heap of (deadline, ip) with lazy deletion.  A moved deadline leaves its
-old heap entry behind; ``expire`` skips entries whose deadline no longer
-matches, and the heap is rebuilt when stale entries outnumber live ones.
+Expiry cost is proportional to what expires, not to what is tracked.  A
+deadline is filed under its whole second (a bucket: a list of addresses;
+the bucket keys are in a small heap of ints).  ``expire(now)`` opens every
+bucket whose second has begun, moving its entries into a small "near" heap
+of (deadline, ip), and pops that heap while its head is due, so IPs leave in
+deadline order.  Why not one heap of (deadline, ip) for everything: with 1M
+tracked IPs every pop walked twenty levels of tuples scattered over the
+memory, a cache miss each, and 1,000 pops took 10-25 ms; a bucket entry is
+also one pointer instead of a 64-byte tuple.  Deletion is lazy: a moved
+deadline leaves its old entry behind (a refresh within the same second
+reuses it), entries whose IP no longer has that deadline are skipped, and
+everything is refiled when stale entries outnumber live ones.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Hashable
 
 _NEVER = float("-inf")
+# The bucket of a deadline that has no whole second: -inf's is opened by the
+# first expire; inf's and nan's in practice never.
+_FAR = 1 << 62
+
+
+def _second(deadline: float) -> int:
+    """The bucket (whole second) a deadline is filed under."""
+    try:
+        return math.floor(deadline)
+    except (OverflowError, ValueError):  # inf, -inf, nan
+        return -_FAR if deadline < 0 else _FAR
 
 
 class _Open:
@@ -64,7 +84,15 @@ class Tracker:
         self.max_sessions = max_sessions
         self._deadline: dict[str, float] = {}
         self._pattern: dict[str, str] = {}
-        self._heap: list[tuple[float, str]] = []
+        # Expiry index (see the module header): second -> IPs, the seconds
+        # in a heap, the near heap of opened seconds' entries, the last
+        # second opened, and how many entries all of them hold (stale ones
+        # included).
+        self._buckets: dict[int, list[str]] = {}
+        self._seconds: list[int] = []
+        self._near: list[tuple[float, str]] = []
+        self._opened = -_FAR - 1
+        self._entries = 0
         # The deadline an IP has earned whatever its open sessions do.
         self._floor: dict[str, float] = {}
         # key -> open sessions; insertion order is opening order (eviction).
@@ -155,20 +183,36 @@ class Tracker:
         """
         if self._deadline.pop(ip, None) is None:
             return False
-        self._pattern.pop(ip, None)  # its heap entry is now stale and skipped by expire()
+        self._pattern.pop(ip, None)  # its expiry entry is now stale and skipped by expire()
         self._drop(ip)
         return True
 
     def expire(self, now: float) -> list[str]:
         """Remove and return every IP whose deadline is at or before ``now`` (and forget its sessions)."""
-        removed = []
-        heap = self._heap
+        removed: list[str] = []
         deadlines = self._deadline
-        while heap and heap[0][0] <= now:
-            deadline, ip = heapq.heappop(heap)
+        seconds = self._seconds
+        near = self._near
+        push = heapq.heappush
+        pop = heapq.heappop
+        while seconds and seconds[0] <= now:
+            second = pop(seconds)
+            self._opened = second
+            stale = 0
+            for ip in self._buckets.pop(second):
+                deadline = deadlines.get(ip)
+                if deadline is not None and _second(deadline) == second:
+                    push(near, (deadline, ip))
+                else:
+                    stale += 1
+            self._entries -= stale
+        pattern = self._pattern
+        while near and near[0][0] <= now:
+            deadline, ip = pop(near)
+            self._entries -= 1
             if deadlines.get(ip) == deadline:
                 del deadlines[ip]
-                del self._pattern[ip]
+                del pattern[ip]
                 # Every session of this IP is past max_session (the deadline
                 # was at least its start + max_session + grace).
                 self._drop(ip)
@@ -244,13 +288,42 @@ class Tracker:
         if previous == deadline:
             return None
         self._deadline[ip] = deadline
-        heapq.heappush(self._heap, (deadline, ip))
-        if len(self._heap) > 2 * len(self._deadline) + 1024:
+        second = _second(deadline)
+        if second <= self._opened:
+            heapq.heappush(self._near, (deadline, ip))
+            self._entries += 1
+        elif previous is None or _second(previous) != second:
+            self._file(ip, second)
+        # else: the entry filed for ``previous`` is in the same unopened
+        # bucket, and opening a bucket reads the IP's deadline as it is then.
+        if self._entries > 2 * len(self._deadline) + 1024:
             self._compact()
         if previous is None:
             return "added"
         return "extended" if deadline > previous else "changed"
 
+    def _file(self, ip: str, second: int) -> None:
+        """File ``ip`` under a bucket that has not been opened yet."""
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            self._buckets[second] = [ip]
+            heapq.heappush(self._seconds, second)
+        else:
+            bucket.append(ip)
+        self._entries += 1
+
     def _compact(self) -> None:
-        self._heap = [(d, ip) for ip, d in self._deadline.items()]
-        heapq.heapify(self._heap)
+        """Refile every live deadline once, dropping the stale entries."""
+        self._buckets = {}
+        self._seconds = []
+        self._near = []
+        self._entries = 0
+        opened = self._opened
+        for ip, deadline in self._deadline.items():
+            second = _second(deadline)
+            if second <= opened:
+                self._near.append((deadline, ip))
+                self._entries += 1
+            else:
+                self._file(ip, second)
+        heapq.heapify(self._near)

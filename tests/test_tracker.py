@@ -46,7 +46,8 @@ def test_many_refreshes_keep_heap_bounded() -> None:
     t = Tracker(grace=10)
     for i in range(10_000):
         t.login("192.0.2.1", now=i)
-    assert len(t._heap) <= 2 * len(t) + 1025
+    assert t._entries <= 2 * len(t) + 1025
+    assert sum(map(len, t._buckets.values())) + len(t._near) == t._entries
     assert t.expire(10_008) == []
     assert t.expire(10_009) == ["192.0.2.1"]
 
@@ -69,3 +70,44 @@ def test_remove_takes_ip_away_and_expiry_skips_it() -> None:
     assert t.login("192.0.2.1", now=10) == "added"
     assert t.expire(30) == []
     assert t.expire(40) == ["192.0.2.1"]
+
+
+def test_expire_matches_a_brute_force_model() -> None:
+    """Random logins, restores, removes and expiry ticks give exactly what a sorted scan of all deadlines gives."""
+    import random
+
+    rng = random.Random(6)
+    t = Tracker(grace=5)
+    model: dict[str, float] = {}
+    now = 0.0
+    for step in range(20_000):
+        ip = f"198.51.100.{rng.randrange(200)}"
+        action = rng.random()
+        if action < 0.5:
+            now += rng.choice((0.0, 0.01, 0.3, 1.0))
+            t.login(ip, now)
+            model[ip] = max(model.get(ip, float("-inf")), now + 5)
+        elif action < 0.6:
+            deadline = now + rng.uniform(-2, 8)
+            t.restore(ip, deadline)
+            model[ip] = max(model.get(ip, float("-inf")), deadline)
+        elif action < 0.65:
+            assert t.remove(ip) == (model.pop(ip, None) is not None)
+        else:
+            at = now + rng.uniform(-1, 1)
+            due = sorted((d, i) for i, d in model.items() if d <= at)
+            assert t.expire(at) == [i for _, i in due], step
+            for _, i in due:
+                del model[i]
+        assert t.entries().keys() == model.keys()
+    assert t._entries <= 2 * len(t) + 1025
+
+
+def test_refresh_within_one_second_reuses_its_entry() -> None:
+    """Many logins of one IP within one second file one expiry entry, and it still expires on the last deadline."""
+    t = Tracker(grace=10)
+    for i in range(100):
+        t.login("192.0.2.1", now=100 + i / 1000)
+    assert t._entries == 1
+    assert t.expire(110.098) == []
+    assert t.expire(110.099) == ["192.0.2.1"]
