@@ -20,7 +20,7 @@ import attrs
 
 from pbsyslog.trust import LOOPBACK, is_loopback_only, parse_network
 
-PROTOCOLS = ("udp", "tcp", "tls")
+PROTOCOLS = ("udp", "tcp", "tls", "relp")
 _LISTENER_KEYS = ("allow", "host", "hostnames", "port", "protocol", "tls_ca", "tls_cert", "tls_key", "tls_peers")
 
 
@@ -39,8 +39,8 @@ class Listener:
     allow: tuple[str, ...] = LOOPBACK
     # Syslog HOSTNAMEs this listener accepts (lowercase); empty: any.
     hostnames: tuple[str, ...] = ()
-    # protocol "tls" only: PEM files, and optional client certificate pins
-    # (names, or "sha256:AB:CD:..." fingerprints).
+    # protocol "tls" (and "relp" over TLS) only: PEM files, and optional
+    # client certificate pins (names, or "sha256:AB:CD:..." fingerprints).
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -283,7 +283,7 @@ class Config:
                     "list the networks of your POP/IMAP servers, or set insecure_remote = true"
                 )
             remote = [str(n) for n in networks if not is_loopback_only(n)]
-            if remote and listener.protocol != "tls" and not self.insecure_remote:
+            if remote and listener.tls_cert is None and not self.insecure_remote:
                 raise ConfigError(
                     f"listen {listener}: allow lists {', '.join(remote)}, but this is plain "
                     f"{listener.protocol.upper()}: anyone who can send one forged login line "
@@ -431,18 +431,21 @@ def _listener(item: Any, where: str) -> Listener:
     allow = _networks(item["allow"], f"{where}.allow") if "allow" in item else LOOPBACK
     hostnames = tuple(h.lower() for h in _strings(item.get("hostnames", []), f"{where}.hostnames"))
     tls: dict[str, Any] = {}
+    # A "relp" listener with the tls_* files is RELP over TLS; it takes all or none.
+    with_tls = protocol == "tls" or (protocol == "relp" and any(
+        k in item for k in ("tls_cert", "tls_key", "tls_ca", "tls_peers")))
     for key in ("tls_cert", "tls_key", "tls_ca"):
         if key in item:
-            if protocol != "tls":
-                raise ConfigError(f"{where}.{key}: only a listener with protocol = \"tls\" takes it")
+            if protocol not in ("tls", "relp"):
+                raise ConfigError(f"{where}.{key}: only a listener with protocol = \"tls\" or \"relp\" takes it")
             if not isinstance(item[key], str) or not item[key]:
                 raise ConfigError(f"{where}.{key}: expected a path to a PEM file")
             tls[key] = item[key]
-        elif protocol == "tls":
+        elif with_tls:
             raise ConfigError(f"{where}.{key}: a TLS listener needs it (PEM file)")
     if "tls_peers" in item:
-        if protocol != "tls":
-            raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" takes it")
+        if protocol not in ("tls", "relp"):
+            raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" or \"relp\" takes it")
         tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
 

@@ -38,6 +38,7 @@ from pbsyslog.protocol import (
     SyslogStreamFactory,
     TransportCounters,
 )
+from pbsyslog.relp import listen_relp
 from pbsyslog.socketmap import SocketmapFactory
 from pbsyslog.state import StateJournal
 from pbsyslog.tls import server_options
@@ -206,11 +207,19 @@ class PbsyslogService(Service):
         elif listener.protocol == "tls":
             options = server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
             port = self.reactor.listenSSL(listener.port, SyslogStreamFactory(ctx), options, interface=listener.host)
+        elif listener.protocol == "relp":
+            # Acks go out once receive() returned (the login is in the
+            # tracker); stopping this port sends serverclose and stops
+            # acking, and stopService stops ports before its last flush.
+            options = (server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+                       if listener.tls_cert is not None else None)
+            port = listen_relp(self.reactor, listener.port, listener.host, ctx, options)
         else:
             port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
         bound = port.getHost()
         host = f"[{bound.host}]" if ":" in bound.host else bound.host
-        log.info("listening on {proto} {host}:{port}", proto=listener.protocol, host=host, port=bound.port)
+        proto = listener.protocol + ("+tls" if listener.protocol == "relp" and listener.tls_cert else "")
+        log.info("listening on {proto} {host}:{port}", proto=proto, host=host, port=bound.port)
         return port
 
     def reload(self) -> None:
