@@ -747,6 +747,19 @@ def imap_login(port: int, source: str) -> str:
 
 
 @functools.cache
+def dovecot_login(ip: str, session: str | None = None) -> str:
+    """A Dovecot POP3 login line for ``ip`` as rsyslog's traditional forward format carries it.
+
+    Without ``session`` the login opens no session, so it lasts exactly the
+    grace; with one, logout tracking keeps it while that session is open.
+    """
+    line = (
+        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+        f"rip={ip}, lip=127.0.0.1, mpid=13339"
+    )
+    return line + (f", session=<{session}>" if session else "")
+
+
 def postfix_config_dir() -> str:
     """A Postfix config directory with an empty main.cf, for postmap -c.
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from harness import (
+    dovecot_login,
     LOOPBACK_V4,
     PbsyslogFactory,
     PbsyslogService,
@@ -32,13 +33,6 @@ PACE = 0.01
 # Kill once at least this many of the burst are in the map.
 KILL_AFTER = 300
 
-
-def login_line(ip: str) -> bytes:
-    """A Dovecot POP3 login for ``ip`` as one syslog message."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339"
-    ).encode()
 
 
 def octet_counted(line: bytes) -> bytes:
@@ -73,7 +67,7 @@ class PacedSender(threading.Thread):
             with socket.create_connection((LOOPBACK_V4, self.port), timeout=5) as sock:
                 for start in range(0, len(self.ips), CHUNK):
                     chunk = self.ips[start:start + CHUNK]
-                    sock.sendall(b"".join(octet_counted(login_line(ip)) for ip in chunk))
+                    sock.sendall(b"".join(octet_counted(dovecot_login(ip).encode()) for ip in chunk))
                     self.sent += len(chunk)
                     time.sleep(PACE)
         except OSError as e:  # the service was killed under us: expected
@@ -121,7 +115,7 @@ GRACE = 8.0
 def send_logins(service: PbsyslogService, ips: list[str]) -> None:
     """Send one octet-counted login per IP over one TCP connection."""
     with socket.create_connection((LOOPBACK_V4, service.tcp_port), timeout=5) as sock:
-        sock.sendall(b"".join(octet_counted(login_line(ip)) for ip in ips))
+        sock.sendall(b"".join(octet_counted(dovecot_login(ip).encode()) for ip in ips))
 
 
 def test_sigkill_then_restart_after_grace_brings_nothing_expired_back(pbsyslog_service: PbsyslogFactory) -> None:

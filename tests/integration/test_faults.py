@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    dovecot_login,
     LOOPBACK_V4,
     POSTMAP,
     UNSHARE,
@@ -40,13 +41,6 @@ from harness import (
 NSENTER = "/usr/bin/nsenter"
 
 
-def login_line(ip: str) -> bytes:
-    """A Dovecot POP3 login for ``ip`` as one syslog message."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339, session=<KxeGB2thD8R/ChQe>"
-    ).encode()
-
 
 def octet_counted(line: bytes) -> bytes:
     """``line`` framed as RFC 6587 octet counting."""
@@ -61,7 +55,7 @@ def ips_under(prefix: str, count: int) -> list[str]:
 def send_logins(port: int, ips: list[str]) -> None:
     """Send one octet-counted login per IP over one TCP connection."""
     with socket.create_connection((LOOPBACK_V4, port), timeout=5) as sock:
-        sock.sendall(b"".join(octet_counted(login_line(ip)) for ip in ips))
+        sock.sendall(b"".join(octet_counted(dovecot_login(ip).encode()) for ip in ips))
 
 
 def map_keys(dbfile: Path | str, prefix: tuple[str, ...] = ()) -> set[str]:
@@ -294,7 +288,7 @@ class PacedSender(threading.Thread):
             with socket.create_connection((LOOPBACK_V4, self.port), timeout=5) as sock:
                 for start in range(0, len(self.ips), self.chunk):
                     part = self.ips[start:start + self.chunk]
-                    sock.sendall(b"".join(octet_counted(login_line(ip)) for ip in part))
+                    sock.sendall(b"".join(octet_counted(dovecot_login(ip).encode()) for ip in part))
                     self.sent += len(part)
                     time.sleep(self.pace)
         except OSError:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
+from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
 
 FLOOD_LINES = 200_000
 LOGIN_DEADLINE = 1.0
@@ -41,13 +41,6 @@ print("sent", sent, flush=True)
 """
 
 
-def login_line(ip: str) -> bytes:
-    """A Dovecot POP3 login for ``ip`` as one syslog message."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339, session=<KxeGB2thD8R/ChQe>"
-    ).encode()
-
 
 def rss_kb(service: PbsyslogService) -> int:
     """The service's resident set size in KiB (VmRSS)."""
@@ -67,7 +60,7 @@ def cpu_ticks(service: PbsyslogService) -> int:
 
 def timed_login(service: PbsyslogService, ip: str) -> float:
     """Send one octet-counted login over a new TCP connection; return seconds until postmap -q finds it (inf if not within 5 s)."""
-    line = login_line(ip)
+    line = dovecot_login(ip).encode()
     start = time.monotonic()
     with socket.create_connection((LOOPBACK_V4, service.tcp_port), timeout=5) as sock:
         sock.sendall(b"%d %s" % (len(line), line))

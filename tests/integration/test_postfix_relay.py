@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    dovecot_login,
     LOOPBACK_V4,
     Dovecot,
     DovecotFactory,
@@ -64,13 +65,6 @@ SAME_SECOND_ATTEMPTS = 3
 
 DENIED = (554, "5.7.1 <someone@example.net>: Relay access denied")
 
-
-def dovecot_login(ip: str) -> str:
-    """A Dovecot POP3 login line as rsyslog's default UDP forward format carries it."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339"
-    )
 
 
 def sleep_until(wall_time: float) -> None:

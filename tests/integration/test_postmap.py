@@ -12,6 +12,7 @@ import time
 import pytest
 
 from harness import (
+    dovecot_login,
     LOOPBACK_V4,
     LOOPBACK_V6,
     PbsyslogFactory,
@@ -28,13 +29,6 @@ MAP_DEADLINE = 2.0
 # Removal may come one tick and one map write after the grace ends.
 EXPIRY_SLACK = 2.0
 
-
-def dovecot_login(ip: str) -> str:
-    """A Dovecot POP3 login line as rsyslog's default UDP forward format carries it."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=13339"
-    )
 
 
 def courier_login(ip: str) -> str:

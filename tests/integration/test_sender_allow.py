@@ -6,18 +6,11 @@ import socket
 
 import pytest
 
-from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
+from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
 
 TRUSTED = "127.0.0.1"
 STRANGER = "127.0.0.77"
 
-
-def login(ip: str) -> bytes:
-    """A Dovecot login line as a syslog frame."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=1, session=<KxeGB2thD8R/ChQe>"
-    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +33,10 @@ def test_untrusted_udp_login_is_ignored(service: PbsyslogService) -> None:
     """A login datagram from 127.0.0.77 never reaches the map, while the same from 127.0.0.1 does."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((STRANGER, 0))
-        sock.sendto(login("192.0.2.77"), (LOOPBACK_V4, service.udp_port))
+        sock.sendto(dovecot_login("192.0.2.77").encode(), (LOOPBACK_V4, service.udp_port))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((TRUSTED, 0))
-        sock.sendto(login("192.0.2.78"), (LOOPBACK_V4, service.udp_port))
+        sock.sendto(dovecot_login("192.0.2.78").encode(), (LOOPBACK_V4, service.udp_port))
     # Datagrams on loopback are handled in order: once .78 is in, .77 was judged.
     assert wait_for(lambda: postmap_q("192.0.2.78", service.dbfile) == (0, "OK\n"), 2), service.describe()
     assert postmap_q("192.0.2.77", service.dbfile) == (1, "")

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, free_port, run_postmap, wait_for
+from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, free_port, run_postmap, wait_for
 
-
-def login(ip: str) -> str:
-    """A Dovecot login line as a syslog datagram."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=1"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,7 @@ def test_login_answered_at_once_then_expires(served: tuple[PbsyslogService, int,
     svc, port, _ = served
     table = f"socketmap:inet:{LOOPBACK_V4}:{port}:pbs"
     assert query(table, "192.0.2.7")[:2] == (1, "")
-    svc.send_udp(login("192.0.2.7"))
+    svc.send_udp(dovecot_login("192.0.2.7"))
     assert wait_for(lambda: query(table, "192.0.2.7")[:2] == (0, "OK\n"), 1), svc.describe()
     assert wait_for(lambda: query(table, "192.0.2.7")[:2] == (1, ""), 5), svc.describe()
 
@@ -49,7 +42,7 @@ def test_login_answered_at_once_then_expires(served: tuple[PbsyslogService, int,
 def test_unix_socket_and_map_names(served: tuple[PbsyslogService, int, Path]) -> None:
     """The UNIX socket serves the configured map name and refuses others with a permanent error."""
     svc, _, unix = served
-    svc.send_udp(login("2001:db8::7"))
+    svc.send_udp(dovecot_login("2001:db8::7"))
     assert wait_for(lambda: query(f"socketmap:unix:{unix}:pbs", "2001:db8::7")[:2] == (0, "OK\n"), 1), svc.describe()
     code, out, err = query(f"socketmap:unix:{unix}:other", "2001:db8::7")
     assert code != 0 and out == "" and "PERM" in err or "no such map" in err, (code, out, err)
@@ -61,5 +54,5 @@ def test_garbage_closes_one_connection_only(served: tuple[PbsyslogService, int, 
     with socket.create_connection((LOOPBACK_V4, port), timeout=5) as sock:
         sock.sendall(b"not a netstring\n")
         assert sock.recv(100) == b""
-    svc.send_udp(login("192.0.2.8"))
+    svc.send_udp(dovecot_login("192.0.2.8"))
     assert wait_for(lambda: query(f"socketmap:inet:{LOOPBACK_V4}:{port}:pbs", "192.0.2.8")[:2] == (0, "OK\n"), 1)

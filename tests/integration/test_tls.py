@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import (
+    dovecot_login,
     LOGGER,
     LOOPBACK_V4,
     RSYSLOGD,
@@ -28,13 +29,6 @@ SERVER_NAME = "pbsyslog.test"
 SNIPPET = Path(__file__).resolve().parents[2] / "conf" / "rsyslog" / "pbsyslog-tls.conf"
 PINNED_CLIENT = "pop1.test"
 
-
-def login(ip: str) -> str:
-    """A Dovecot login line as a syslog frame (traditional format)."""
-    return (
-        "<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
-        f"rip={ip}, lip=127.0.0.1, mpid=1, session=<KxeGB2thD8R/ChQe>"
-    )
 
 
 class Certs:
@@ -97,8 +91,8 @@ def in_map(svc: PbsyslogService, ip: str) -> bool:
 def test_pinned_client_certificate_authorises(service: tuple[PbsyslogService, int], certs: Certs) -> None:
     """A client with a certificate from the CA and the pinned name gets its login lines through (both framings)."""
     svc, port = service
-    lf = (login("192.0.2.101") + "\n").encode()
-    octet = login("192.0.2.102").encode()
+    lf = (dovecot_login("192.0.2.101") + "\n").encode()
+    octet = dovecot_login("192.0.2.102").encode()
     send_tls(port, certs, certs.client, lf + b"%d " % len(octet) + octet)
     assert wait_for(lambda: in_map(svc, "192.0.2.101") and in_map(svc, "192.0.2.102"), 3), svc.describe()
 
@@ -111,11 +105,11 @@ def test_untrusted_clients_are_refused(service: tuple[PbsyslogService, int], cer
     n = {"no certificate": 1, "other CA": 2, "unpinned name": 3}[who]
     ip, barrier = f"192.0.2.11{n}", f"192.0.2.12{n}"
     try:
-        send_tls(port, certs, client, (login(ip) + "\n").encode())
+        send_tls(port, certs, client, (dovecot_login(ip) + "\n").encode())
     except (ssl.SSLError, OSError):
         pass  # the handshake itself may fail, which is the point
     # Barrier: a good client's line sent afterwards arrives; the bad one never did.
-    send_tls(port, certs, certs.client, (login(barrier) + "\n").encode())
+    send_tls(port, certs, certs.client, (dovecot_login(barrier) + "\n").encode())
     assert wait_for(lambda: in_map(svc, barrier), 3), svc.describe()
     assert not in_map(svc, ip)
 
