@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # beyond the rest: tests/integration/mta_tools.py runs those MTAs from
 # unpacked .debs (installing them would remove postfix).
 DEB_BUILD := python3 python3-venv python3-dev gcc libdb5.3-dev
-DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd rsyslog-gnutls \
+DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd rsyslog-gnutls rsyslog-relp \
              libldap-2.5-0 liblockfile1 libgnutls-dane0 libidn12
 
 .PHONY: run test deps-build deps-test venv clean
