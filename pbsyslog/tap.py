@@ -63,7 +63,7 @@ class Options(usage.Options):
             load_table(self.config.patterns, extra=self.config.extra_patterns)
             check_map_directory(self.config.dbfile)
             for listener in self.config.listen:
-                if listener.protocol == "tls":
+                if listener.tls_cert is not None:  # tls, or relp over TLS
                     server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
         except (ConfigError, PatternError, TLSSetupError) as e:
             raise usage.UsageError(str(e)) from None
