@@ -9,12 +9,14 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: to build bsddb3 against the libdb that Postfix uses, and
-# the real programs the integration tests drive.  The libraries on the second
-# DEB_TEST line are what Debian's sendmail-bin and exim4-daemon-light need
+# the real programs the integration tests drive (postgresql and postfix-pgsql:
+# the pgsql output's table and Postfix's pgsql: lookup).  The libraries on the
+# last DEB_TEST line are what Debian's sendmail-bin and exim4-daemon-light need
 # beyond the rest: tests/integration/mta_tools.py runs those MTAs from
 # unpacked .debs (installing them would remove postfix).
 DEB_BUILD := python3 python3-venv python3-dev gcc libdb5.3-dev
 DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd rsyslog-gnutls rsyslog-relp \
+             postgresql postfix-pgsql \
              libldap-2.5-0 liblockfile1 libgnutls-dane0 libidn12
 
 .PHONY: run test deps-build deps-test venv clean

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -73,13 +74,24 @@ class SocketmapListener:
 MAP_KINDS = ("postfix-hash", "postfix-btree", "sendmail-access", "sendmail-popauth", "exim-dbm")
 
 
+# The output kind that is a PostgreSQL table instead of a Berkeley DB file.
+PGSQL_KIND = "pgsql"
+
+
 @attrs.frozen
 class OutputSpec:
-    """One map to keep: its kind, path (as the MTA names it) and value (None: the kind's default)."""
+    """One map to keep: its kind, path (as the MTA names it) and value (None: the kind's default).
+
+    Kind "pgsql": path is "pgsql:TABLE", and dsn (a libpq connection
+    string), table and source_host (None: this host's name) say where.
+    """
 
     kind: str
     path: str
     value: str | None = None
+    dsn: str | None = None
+    table: str | None = None
+    source_host: str | None = None
 
 
 DEFAULT_LISTENERS = (
@@ -459,6 +471,8 @@ def _kind(value: Any, key: str) -> str:
 def _output(item: Any, where: str) -> OutputSpec:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: expected a table with kind and path")
+    if item.get("kind") == PGSQL_KIND:
+        return _pgsql_output(item, where)
     unknown = sorted(set(item) - {"kind", "path", "value"})
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: kind, path, value)")
@@ -468,6 +482,22 @@ def _output(item: Any, where: str) -> OutputSpec:
     if value is not None:
         value = _map_value(value)
     return OutputSpec(_kind(item.get("kind"), f"{where}.kind"), item["path"], value)
+
+
+def _pgsql_output(item: Mapping[str, Any], where: str) -> OutputSpec:
+    unknown = sorted(set(item) - {"kind", "dsn", "table", "source_host"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known for kind pgsql: dsn, kind, source_host, table)")
+    dsn = item.get("dsn")
+    if not isinstance(dsn, str) or not dsn.strip():
+        raise ConfigError(f'{where}.dsn: expected a libpq connection string, e.g. "host=db.example.net dbname=pbsyslog user=pbsyslog"')
+    table = item.get("table", "pop_before_smtp")
+    if not isinstance(table, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$", table):
+        raise ConfigError(f"{where}.table: expected a plain table name (letters, digits, _; schema.table), got {table!r}")
+    source_host = item.get("source_host")
+    if source_host is not None and (not isinstance(source_host, str) or not source_host):
+        raise ConfigError(f"{where}.source_host: expected a non-empty name, got {source_host!r}")
+    return OutputSpec(PGSQL_KIND, f"pgsql:{table}", None, dsn=dsn, table=table, source_host=source_host)
 
 
 def _metrics(value: Any, key: str) -> tuple[str, int] | None:

@@ -10,16 +10,26 @@ name a file moved aside.
 How it fails: ``apply`` and ``replace_all`` raise the first error of any
 output; the caller marks the maps for healing and calls ``reopen`` +
 ``replace_all`` later, which is idempotent for the outputs that did succeed.
+
+A "pgsql" output (``pbsyslog.pgsql``) is not a file: it is built once,
+with the tracker's ``deadline_of`` / ``pattern_of`` lookups (its rows carry
+deadlines, the files only keys), is written before the files so a failing
+file cannot hold it back, never raises (it queues for its own worker
+thread), and is kept as it is by ``reopen``.  ``refresh(ips)`` passes it
+deadlines that moved without changing the set of keys.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from twisted.logger import Logger
 
-from pbsyslog.config import OutputSpec
+from pbsyslog.config import PGSQL_KIND, OutputSpec
 from pbsyslog.mapfile import DBError, MapWriter, open_output, output_filename
 
 log = Logger(namespace="pbsyslog")
@@ -28,26 +38,57 @@ log = Logger(namespace="pbsyslog")
 class Outputs:
     """The open writers of every output; the first is the primary map."""
 
-    def __init__(self, specs: Sequence[OutputSpec], now: float) -> None:
+    def __init__(
+        self,
+        specs: Sequence[OutputSpec],
+        now: float,
+        *,
+        deadline_of: Callable[[str], float | None] | None = None,
+        pattern_of: Callable[[str], str | None] | None = None,
+        reactor: Any = None,
+        pgsql_connect: Callable[[str], Any] | None = None,
+    ) -> None:
         self.specs = tuple(specs)
-        self.writers: list[MapWriter] = []
+        self.writers: list[Any] = []
+        # Built once, here: a pgsql writer outlives reopen() (it heals itself).
+        self._tables: dict[int, Any] = {
+            i: open_pgsql(spec, deadline_of, pattern_of, reactor, pgsql_connect)
+            for i, spec in enumerate(self.specs) if spec.kind == PGSQL_KIND
+        }
         self.reopen(now)
 
     def reopen(self, now: float) -> None:
-        """(Re)open every output from its file, dropping any handle still open."""
+        """(Re)open every file output from its file, dropping any handle still open."""
         self.close_quietly()
-        self.writers = [open_checked(spec, now) for spec in self.specs]
+        self.writers = [self._tables[i] if i in self._tables else open_checked(spec, now)
+                        for i, spec in enumerate(self.specs)]
+
+    def _files(self) -> list[MapWriter]:
+        return [w for w in self.writers if not any(w is t for t in self._tables.values())]
+
+    def _ordered(self) -> list[Any]:
+        """The tables first (they never raise), then the files."""
+        return [*self._tables.values(), *self._files()]
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Write one batch to every output."""
         add, remove = list(add), list(remove)
-        for writer in self.writers:
+        for writer in self._ordered():
             writer.apply(add=add, remove=remove)
+
+    def refresh(self, ips: Iterable[str]) -> None:
+        """Tell the outputs that keep deadlines (pgsql) that those of ``ips`` moved."""
+        if self._tables:
+            ips = list(ips)
+            for table in self._tables.values():
+                table.refresh(ips)
 
     def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
         """Make every output hold exactly ``keys``; return what the primary gained and lost."""
         wanted = set(keys)
-        changes = [writer.replace_all(wanted) for writer in self.writers]
+        for table in self._tables.values():
+            table.replace_all(wanted)
+        changes = [writer.replace_all(wanted) for writer in self._files()]
         return changes[0]
 
     def keys(self) -> set[str]:
@@ -55,14 +96,17 @@ class Outputs:
         return self.writers[0].keys()
 
     def close(self) -> None:
-        """Flush and close every output."""
-        for writer in self.writers:
+        """Flush and close every output (a pgsql one: writes what is pending, briefly)."""
+        for table in self._tables.values():
+            table.close()
+        for writer in self._files():
             writer.close()
         self.writers = []
+        self._tables = {}
 
     def close_quietly(self) -> None:
-        """Close every output even if flushing fails (full disk, damaged file)."""
-        for writer in self.writers:
+        """Close every file output even if flushing fails (full disk, damaged file)."""
+        for writer in self._files():
             try:
                 writer.close()
             except Exception:
@@ -97,3 +141,30 @@ def _replace_corrupt(spec: OutputSpec, now: float, error: Exception) -> MapWrite
     log.warn("{file} could not be read ({error}); moved it to {aside} and made a new one",
              file=filename, error=error, aside=aside)
     return open_output(spec.kind, spec.path, spec.value)
+
+
+def open_pgsql(
+    spec: OutputSpec,
+    deadline_of: Callable[[str], float | None] | None,
+    pattern_of: Callable[[str], str | None] | None,
+    reactor: Any,
+    connect: Callable[[str], Any] | None,
+) -> Any:
+    """Start the writer of one pgsql output (it connects in its own thread, never here)."""
+    from pbsyslog.pgsql import PgsqlWriter
+
+    if deadline_of is None or pattern_of is None:
+        raise ValueError("a pgsql output needs the tracker's deadline_of and pattern_of lookups")
+    options: dict[str, Any] = {}
+    if reactor is not None:
+        options["seconds"] = reactor.seconds
+        if hasattr(reactor, "callFromThread"):
+            options["call_in_reactor"] = reactor.callFromThread
+    else:
+        options["seconds"] = time.time
+    if connect is not None:
+        options["connect"] = connect
+    return PgsqlWriter(
+        spec.dsn or "", spec.table or "pop_before_smtp", spec.source_host or socket.gethostname(),
+        deadline_of, pattern_of, **options,
+    )

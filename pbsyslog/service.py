@@ -107,7 +107,7 @@ class PbsyslogService(Service):
         self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
-        self.map = Outputs(self.config.all_outputs(), self.reactor.seconds())
+        self.map = self._open_outputs()
         added, stale = self.map.replace_all(self.tracker.ips())
         for ip in sorted(stale):
             log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
@@ -137,6 +137,11 @@ class PbsyslogService(Service):
             self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._on_sigterm)
         super().startService()
         log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
+
+    def _open_outputs(self) -> Outputs:
+        """Open every output; a pgsql one reads deadlines and patterns from the tracker."""
+        return Outputs(self.config.all_outputs(), self.reactor.seconds(),
+                       deadline_of=self.tracker.deadline, pattern_of=self.tracker.pattern, reactor=self.reactor)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         log.info("received SIGTERM: writing the last batch and stopping")
@@ -406,6 +411,8 @@ class PbsyslogService(Service):
             self._state_dirty = True
             self._failed("journal", "state journal write failed; will rewrite {path} from memory",
                          path=self.journal.path)
+        if self.map is not None:
+            self.map.refresh(entries)  # a pgsql table keeps deadlines: extended or shortened ones too
         adds = {ip: arrived for ip, arrived in adds.items() if ip in tracker}
         if not adds or self.map is None:
             return
@@ -455,7 +462,7 @@ class PbsyslogService(Service):
                 # cache holds pages the file never got, and would report
                 # them as present.
                 if self.map is None:
-                    self.map = Outputs(self.config.all_outputs(), self.reactor.seconds())
+                    self.map = self._open_outputs()
                 else:
                     self.map.reopen(self.reactor.seconds())
                 added, gone = self.map.replace_all(self.tracker.ips())
