@@ -485,7 +485,10 @@ def _output(item: Any, where: str) -> OutputSpec:
 
 
 def _pgsql_output(item: Mapping[str, Any], where: str) -> OutputSpec:
-    unknown = sorted(set(item) - {"kind", "dsn", "table", "source_host"})
+    # path is derived ("pgsql:TABLE"); it is accepted only as that, which is
+    # what `pbsyslog dumpconfig` writes back.
+    unknown = sorted(set(item) - {"kind", "dsn", "table", "source_host"}
+                     - ({"path"} if item.get("path") == f"pgsql:{item.get('table', 'pop_before_smtp')}" else set()))
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known for kind pgsql: dsn, kind, source_host, table)")
     dsn = item.get("dsn")
