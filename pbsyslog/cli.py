@@ -69,7 +69,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 # Config attribute -> TOML key, where the two differ.
-_TOML_KEYS = {"extra_patterns": "pattern"}
+_TOML_KEYS = {"extra_patterns": "pattern", "outputs": "output"}
 
 
 class CommandError(Exception):
@@ -381,12 +381,18 @@ def _check_stream(
     """Match every line of one stream and write the matches to ``out``."""
     # The hot loop: per line, exactly parse() + match() as in the service,
     # and nothing else for lines that do not match (all names are locals).
+    # A line whose header names a program no entry handles is dropped by
+    # ``ignores`` first (one regex on the undecoded header, no objects): the
+    # same answer match(parse(line)) gives, for a third of the cost.
     match = table.match
+    ignores = table.ignores
     write = out.write
     events = tally.events
     number = 0
     unparsable = 0
     for number, raw in enumerate(stream, 1):
+        if ignores(raw):
+            continue
         try:
             message = parse(raw)
         except MalformedMessage:
@@ -441,6 +447,9 @@ def dump_config(config: Config) -> str:
     raw: dict[str, Any] = {}
     for field in attrs.fields(Config):
         value = _plain(getattr(config, field.name))
+        if field.name == "metrics" and value is not None:  # written as "HOST:PORT" in the file
+            host, port = value
+            value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if value is None or value == []:
             continue  # TOML has no null; an empty list is the default here
         raw[_TOML_KEYS.get(field.name, field.name)] = value

@@ -407,3 +407,16 @@ def test_installed_console_script(tmp_path: pathlib.Path) -> None:
         {"line": 1, "pattern": "dovecot-login", "group": "dovecot", "event": "login", "ip": "192.0.2.7"}
     ]
     assert "1 lines, 1 matched" in done.stderr
+
+
+def test_dumpconfig_round_trips_outputs_and_metrics(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A config with [[output]] tables and a metrics address dumps to TOML that loads back equal."""
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        f'dbfile = "{tmp_path}/map"\nmetrics = "[::1]:9103"\n'
+        f'[[output]]\nkind = "exim-dbm"\npath = "{tmp_path}/exim"\n'
+    )
+    assert cli.main(["dumpconfig", "--config", str(conf)]) == 0
+    dumped = tomllib.loads(capsys.readouterr().out)
+    assert dumped["metrics"] == "[::1]:9103"
+    assert dumped["output"] == [{"kind": "exim-dbm", "path": f"{tmp_path}/exim"}]

@@ -46,6 +46,14 @@ COVERED = {
     "twistd -n pbsyslog --config FILE [--udp HOST:PORT]... [--tcp HOST:PORT]...": ("tests/test_service.py", "def test_options_override_file"),
     "[--allow CIDR]... [--socketmap HOST:PORT]... [--metrics HOST:PORT]": ("tests/integration/test_metrics_http.py", "--metrics"),
     "[--dbfile PATH] [--grace SECONDS]": ("tests/test_service.py", "def test_options_override_file"),
+    # The RELP recipe: the same omrelp action (target and port swapped) in the RELP tests.
+    'module(load="omrelp")': ("tests/integration/test_relp_rsyslog.py", 'module(load="omrelp")'),
+    'mail.* action(type="omrelp" target="pbsyslog.example.org" port="2514"':
+        ("tests/integration/test_relp_rsyslog.py", 'mail.* action(type="omrelp"'),
+    'template="RSYSLOG_TraditionalForwardFormat"':
+        ("tests/integration/test_relp_rsyslog.py", 'template="RSYSLOG_TraditionalForwardFormat"'),
+    'queue.type="LinkedList" action.resumeRetryCount="-1")':
+        ("tests/integration/test_relp_rsyslog.py", 'queue.type="LinkedList"'),
 }
 NOT_COMMANDS = ("POP/IMAP daemon ->", "-> pattern table ->")
 
