@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from pbsyslog.syslog import SyslogMessage
+from pbsyslog.syslog import CANONICAL_PRIS, FAST_HEADER, SyslogMessage
 
 __all__ = [
     "ENTRY_KINDS",
@@ -69,6 +69,12 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # What an address may look like before ipaddress sees it: ASCII only (int()
 # would take other scripts' digits), no zone id ("%eth0"), no spaces.
 _ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}\Z")
+# An IPv4 address as ipaddress writes it (four decimal octets of 0-255, no
+# leading zeros): ipaddress accepts exactly these unchanged, so they skip it
+# (it cost more than the regex that found them: a log's addresses are
+# mostly distinct, so the event cache rarely helps).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}\Z")
 
 
 class PatternError(ValueError):
@@ -159,6 +165,7 @@ class _Rule(NamedTuple):
 # str.startswith and no regex at all.
 _Route = tuple["tuple[str, ...] | None", tuple[_Rule, ...]]
 _UNSEEN: Any = object()
+_header = FAST_HEADER.match
 _MAX_ROUTES = 4096
 
 
@@ -180,6 +187,10 @@ class PatternTable:
     # entry closes: a login opens a session only when a logout can close it.
     by_name: Mapping[str, Pattern] = attrs.field(init=False, repr=False)
     closable: frozenset[tuple[str, str]] = attrs.field(init=False, repr=False)
+    # TAG bytes (as syslog.peek gives them) -> what ``ignores`` needs to
+    # know of that program's route: False (no entry handles it), None (some
+    # do, and MSG may start with anything) or the gate as UTF-8 bytes.
+    _tag_gates: dict[bytes, tuple[bytes, ...] | bool | None] = attrs.field(init=False, repr=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "by_name", {p.name: p for p in self.patterns})
@@ -242,6 +253,55 @@ class PatternTable:
                 return event(kind, name, ip_group, user_group, session_group, found.groups())
         return None
 
+    def ignores(self, frame: bytes) -> bool:
+        """Say whether ``frame`` certainly gives no event, without decoding or parsing it.
+
+        True when its header (read as ``syslog.peek`` reads it, inlined
+        here: this runs once per line of ``pbsyslog check``) names a program
+        that no entry handles, or whose MSG starts with none of the literal
+        starts of that program's entries: ``classify(parse(frame))`` would
+        give None.  False means nothing: parse it and classify it.  Never
+        raises.
+
+        The gate on bytes: decoded MSG starts with a text without U+FFFD
+        exactly when MSG's bytes start with that text's UTF-8 (a replaced
+        byte never decodes to one of its characters, and a complete UTF-8
+        sequence decodes alike whatever follows); a gate with U+FFFD is not
+        used.  The CR LF NUL ``parse`` strips from the end only ever make
+        the raw bytes start with more, never less.
+        """
+        pos = 0
+        if frame.startswith(b"<"):
+            pos = frame.find(b">", 1, 5) + 1
+            if frame[:pos] not in CANONICAL_PRIS:
+                return False
+        m = _header(frame, pos)
+        if m is None:
+            return False
+        tag = m.group(2)
+        gate = self._tag_gates.get(tag, _UNSEEN)
+        if gate is _UNSEEN:
+            gate = self._tag_gate(tag)
+        if gate is None:
+            return False
+        if gate is False:
+            return True
+        return not frame.startswith(gate, m.end())
+
+    def _tag_gate(self, tag: bytes) -> tuple[bytes, ...] | bool | None:
+        """What ``ignores`` keeps for a TAG (see ``_tag_gates``), remembered for up to _MAX_ROUTES TAGs."""
+        route = self._route(tag.decode("ascii", "replace"))
+        gate: tuple[bytes, ...] | bool | None
+        if route is None:
+            gate = False
+        elif route[0] is None or any("\ufffd" in start for start in route[0]):
+            gate = None
+        else:
+            gate = tuple(start.encode("utf-8", "surrogatepass") for start in route[0])
+        if len(self._tag_gates) < _MAX_ROUTES:
+            self._tag_gates[tag] = gate
+        return gate
+
     def _route(self, program: str | None) -> _Route | None:
         """Find (and remember, up to _MAX_ROUTES programs) the route for a program."""
         route = self._dispatch.get(program)  # type: ignore[arg-type]
@@ -275,6 +335,8 @@ def normalise_ip(text: str) -> str | None:
         return None
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if _CANONICAL_IPV4.match(text) is not None:
+        return text
     if _ADDRESS_TEXT.match(text) is None:
         return None
     try:

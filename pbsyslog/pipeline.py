@@ -160,6 +160,12 @@ class Pipeline:
         """
         counters = self.counters
         counters.frames += 1
+        # Most lines come from programs no entry handles (or do not start as
+        # any entry's line does): drop them on their undecoded header, before
+        # building a message.  Only without pinned hostnames: a line from the
+        # wrong host must still be counted as such.
+        if hostnames is None and self.table.ignores(frame):
+            return None
         try:
             message = parse(frame)
         except MalformedMessage:

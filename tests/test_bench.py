@@ -17,7 +17,7 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbsyslog.syslog import _FAST_3164, parse, parse_reference
+from pbsyslog.syslog import _FAST_3164, parse, parse_reference, peek
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOW = datetime.datetime(2026, 1, 15, 12, 0, 0)
@@ -112,3 +112,36 @@ def test_fast_path_agrees_with_general_header_rule(
     got = parse(frame, now=now)
     assert got == expected, frame
     assert repr(got) == repr(expected), frame
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.sampled_from(["", "<22>", "<013>", "<191>", "<192>", "<", "<>", "<1"]), _STAMPS, _SEPS, _HOSTS, _SEPS, _TAGS,
+    _SEPS, st.text(max_size=12), st.sampled_from([b"", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3"]),
+)
+def test_peek_agrees_with_parse(
+    pri: str, stamp: str, sep1: str, host: str, sep2: str, tag: str, sep3: str, message: str, tail: bytes
+) -> None:
+    """peek() gives parse()'s HOST and TAG as bytes, or None; never an answer for a frame parse() refuses."""
+    frame = (pri + stamp + sep1 + host + sep2 + tag + sep3 + message).encode() + tail
+    head = peek(frame)
+    try:
+        parsed = parse(frame)
+    except ValueError:
+        assert head is None, frame
+        return
+    if head is not None:
+        assert parsed.hostname is not None and parsed.program is not None, frame
+        host, tag, offset = head
+        assert (host, tag) == (parsed.hostname.encode(), parsed.program.encode()), frame
+        assert frame[offset:].rstrip(b"\r\n\x00").decode("utf-8", "replace") == parsed.message, frame
+
+
+def test_peek_answers_for_common_headers() -> None:
+    """The header shapes rsyslog forwards get an answer from peek(), so the check loop can skip them."""
+    for frame in COMMON:
+        parsed = parse(frame)
+        head = peek(frame)
+        assert head is not None and head[:2] == (parsed.hostname.encode(), parsed.program.encode()), frame
+    assert peek(b"Jan 15 00:00:00 mx1 postfix/smtpd[1]: \xff\xfe x") == (b"mx1", b"postfix/smtpd", 38)
+    assert peek(b"Jan 15 00:00:00 m\xc3\xa9 postfix/smtpd[1]: x") is None

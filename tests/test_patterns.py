@@ -781,3 +781,77 @@ def test_unknown_program_costs_no_regex() -> None:
     table = load_table()
     assert table._rules_for("postfix/smtpd") == ()
     assert table._rules_for("sshd") == ()
+
+
+def _ipaddress_normal(text: str) -> str | None:
+    """What normalise_ip gives for bare text, by ipaddress alone (no fast path)."""
+    import ipaddress
+
+    if not re.fullmatch(r"[0-9A-Fa-f:.]{2,45}", text):
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+@given(st.one_of(
+    st.lists(st.integers(0, 300).map(str) | st.sampled_from(["00", "01", "007", "", "1a", "\u0661"]),
+             min_size=3, max_size=5).map(".".join),
+    st.text(alphabet="0123456789.:af\n", max_size=20),
+))
+def test_normalise_ip_fast_path_agrees_with_ipaddress(text: str) -> None:
+    """The canonical-IPv4 shortcut gives exactly what ipaddress gives, for addresses and near misses."""
+    assert normalise_ip(text) == _ipaddress_normal(text)
+
+
+def test_ignores_only_lines_no_entry_could_report() -> None:
+    """table.ignores(frame) is True only when classify(parse(frame)) is None: for every sample, as any program."""
+    from pbsyslog.syslog import parse
+
+    table = load_table("all")
+    programs = {sample.program for p in table.patterns for sample in p.samples}
+    programs |= {"postfix/smtpd", "/usr/sbin/ipop3d", "amavis", "sshd"}
+    skipped = 0
+    for pattern in table.patterns:
+        for sample in pattern.samples:
+            for program in programs:
+                frame = f"<22>Jan 15 00:00:00 mx1 {program}[42]: {sample.message}".encode()
+                handled = any(p.handles(program) for p in table.patterns)
+                if table.ignores(frame):
+                    skipped += 1
+                    assert table.classify(parse(frame)) is None, frame
+                else:
+                    assert handled, frame
+                if handled and table.classify(parse(frame)) is not None:
+                    assert not table.ignores(frame), frame
+    assert skipped > 0
+
+
+_GATED = st.sampled_from([
+    "pop3-login: Login: user=<", "imap-login: Disconnected", "imap(", "Login: ", "LOGIN, user=", "pop3(", "",
+])
+_MSG_BYTES = st.lists(
+    st.sampled_from([b"\xff", b"\xc3", b"\xe2\x80", b"\r", b"\n", b"\x00", b" ", b"(", b"<", b"a", b"\xc3\xa9"]),
+    max_size=4,
+).map(b"".join)
+
+
+@given(
+    st.sampled_from(["dovecot", "imapd", "pop3d", "perdition", "postfix/smtpd", "qpopper", "/usr/sbin/ipop3d"]),
+    st.sampled_from(["", "[42]"]), _GATED, _MSG_BYTES, st.integers(0, 30), _MSG_BYTES, st.sampled_from(["all", "dovecot"]),
+)
+def test_ignores_never_drops_what_classify_reports(
+    program: str, pid: str, start: str, noise: bytes, cut: int, tail: bytes, which: str
+) -> None:
+    """Gate prefixes cut short, with invalid UTF-8 and line ends spliced in: ignores() is True only for no event."""
+    from pbsyslog.syslog import parse
+
+    table = load_table(which)
+    body = start.encode()
+    frame = f"<22>Jan 15 00:00:00 mx1 {program}{pid}: ".encode() + body[:cut] + noise + body[cut:] + tail
+    if table.ignores(frame):
+        assert table.classify(parse(frame)) is None, frame

@@ -68,3 +68,48 @@ def test_hostname_pinning() -> None:
     assert p.feed(line % b"evil.example.net", NOW, pinned) is None
     assert p.counters.wrong_host == 1 and len(p.tracker) == 0
     assert p.feed(line % b"POP1.example.net", NOW, pinned) is not None
+
+
+def test_header_shortcut_changes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A generated log (every daemon) fed with and without the header shortcut gives the same counters, tracker and results."""
+    import itertools
+    import subprocess
+    import sys
+
+    from shared_paths import SHARED
+
+    log = tmp_path / "mail.log"
+    subprocess.run(
+        [sys.executable, str(SHARED / "tools" / "genlog.py"), "-n", "6000", "--daemon", "mixed", "--login-frac", "0.05",
+         "--seed", "6", "--quiet", "-o", str(log)],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    lines = [
+        b"<22>Jan 15 00:00:00 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.9]",
+        b"<22>Jan 15 00:00:00 mx1 dovecot: lmtp(9): Connect from local",
+        b"<22>Jan 15 00:00:00 mx1 dovecot: imap-login: Login: user=<a>, method=PLAIN, rip=192.0.2.10, "
+        b"lip=192.0.2.2, mpid=7, session=<abc>",
+        b"<22>Jan 15 00:00:01 mx1 dovecot: imap(a)<7><abc>: Logged out in=1 out=2",
+        b"<999>Jan 15 00:00:00 mx1 dovecot: x", b"", b"Jan 15 00:00:00 mx1 ipop3d[3]: Login user=b host=x [192.0.2.11]",
+    ]
+    lines += [b"<22>" + line for line in log.read_bytes().splitlines()]
+
+    class Everything:
+        """A table that never drops a line on its header: the plain parse + classify path."""
+
+        def __init__(self, table):
+            self._table = table
+
+        def ignores(self, frame):
+            return False
+
+        def __getattr__(self, name):
+            return getattr(self._table, name)
+
+    results = []
+    for table in (load_table("all"), Everything(load_table("all"))):
+        p = Pipeline(table, Tracker(grace=600))  # type: ignore[arg-type]
+        fed = [p.feed(line, NOW + i) for i, line in zip(itertools.count(), lines)]
+        results.append((fed, p.counters, p.tracker.entries(), p.tracker.open_count))
+    assert results[0] == results[1]
+    assert results[0][1].logins > 100 and results[0][1].failures > 10
