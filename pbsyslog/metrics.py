@@ -97,9 +97,13 @@ class _ServiceCollector:
         authorised = GaugeMetricFamily("pbsyslog_authorised_ips", "Client IPs currently allowed to relay.")
         authorised.add_metric([], len(service.tracker))
         yield authorised
-        writes = CounterMetricFamily("pbsyslog_map_writes", "Map commits.", labels=["output"])
-        writes.add_metric([service.output_name], service.map_commits)
+        writes = CounterMetricFamily("pbsyslog_map_writes", "Batches written, per output.", labels=["output"])
+        errors = CounterMetricFamily("pbsyslog_map_write_errors", "Batches that failed, per output.",
+                                     labels=["output"])
+        outputs = service.map
+        if outputs is not None:
+            for name in outputs.names:
+                writes.add_metric([name], outputs.writes[name])
+                errors.add_metric([name], outputs.errors[name])
         yield writes
-        errors = CounterMetricFamily("pbsyslog_map_write_errors", "Failed map commits.", labels=["output"])
-        errors.add_metric([service.output_name], service.map_errors)
         yield errors

@@ -50,6 +50,10 @@ class Outputs:
     ) -> None:
         self.specs = tuple(specs)
         self.writers: list[Any] = []
+        # Per output (metrics): batches written, and batches that failed.
+        self.names = [output_name(spec) for spec in self.specs]
+        self.writes: dict[str, int] = dict.fromkeys(self.names, 0)
+        self.errors: dict[str, int] = dict.fromkeys(self.names, 0)
         # Built once, here: a pgsql writer outlives reopen() (it heals itself).
         self._tables: dict[int, Any] = {
             i: open_pgsql(spec, deadline_of, pattern_of, reactor, pgsql_connect)
@@ -66,15 +70,22 @@ class Outputs:
     def _files(self) -> list[MapWriter]:
         return [w for w in self.writers if not any(w is t for t in self._tables.values())]
 
-    def _ordered(self) -> list[Any]:
-        """The tables first (they never raise), then the files."""
-        return [*self._tables.values(), *self._files()]
+    def _ordered(self) -> list[tuple[str, Any]]:
+        """(name, writer): the tables first (they never raise), then the files."""
+        pairs = list(zip(self.names, self.writers))
+        tables = [(n, w) for n, w in pairs if any(w is t for t in self._tables.values())]
+        return [*tables, *[(n, w) for n, w in pairs if (n, w) not in tables]]
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
-        """Write one batch to every output."""
+        """Write one batch to every output, counting writes and failures per output."""
         add, remove = list(add), list(remove)
-        for writer in self._ordered():
-            writer.apply(add=add, remove=remove)
+        for name, writer in self._ordered():
+            try:
+                writer.apply(add=add, remove=remove)
+            except Exception:
+                self.errors[name] += 1
+                raise
+            self.writes[name] += 1
 
     def refresh(self, ips: Iterable[str]) -> None:
         """Tell the outputs that keep deadlines (pgsql) that those of ``ips`` moved."""
@@ -115,6 +126,11 @@ class Outputs:
                 except Exception:
                     pass
         self.writers = []
+
+
+def output_name(spec: OutputSpec) -> str:
+    """How logs and metrics name one output: its kind and where it writes."""
+    return f"{spec.kind}:{spec.path}"
 
 
 def open_checked(spec: OutputSpec, now: float) -> MapWriter:

@@ -33,7 +33,8 @@ def test_counters_move(tmp_path: Path) -> None:
     assert m[("pbsyslog_frames_dropped_total", (("listener", "udp 127.0.0.1:5514"), ("reason", "untrusted_sender")))] == 1
     assert m[("pbsyslog_matches_total", (("event", "login"), ("pattern", "dovecot-login")))] == 2
     assert m[("pbsyslog_authorised_ips", ())] == 2
-    assert m[("pbsyslog_map_writes_total", (("output", "postfix-hash"),))] == 1
+    assert m[("pbsyslog_map_writes_total", (("output", f"postfix-hash:{tmp_path}/map"),))] == 1
+    assert m[("pbsyslog_map_write_errors_total", (("output", f"postfix-hash:{tmp_path}/map"),))] == 0
     assert m[("pbsyslog_login_to_map_seconds_count", (("output", "postfix-hash"),))] == 2
     assert m[("pbsyslog_map_write_seconds_count", (("output", "postfix-hash"),))] == 1
     service.stopService()

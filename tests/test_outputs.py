@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from pbsyslog.config import MAP_KINDS, Config, OutputSpec
 from pbsyslog.mapfile import OUTPUT_KINDS, open_output
 from pbsyslog.outputs import Outputs
@@ -53,3 +55,16 @@ def test_corrupt_output_is_moved_aside(tmp_path: Path) -> None:
     outputs.close()
     assert keys_of("exim-dbm", tmp_path / "exim") == {"192.0.2.1"}
     assert (tmp_path / "exim.corrupt-1000").read_bytes().startswith(b"garbage")
+
+
+def test_writes_and_errors_counted_per_output(tmp_path: Path) -> None:
+    """Each output counts its own batches and its own failures."""
+    outputs = Outputs([OutputSpec("postfix-hash", str(tmp_path / "a")), OutputSpec("exim-dbm", str(tmp_path / "b"))], 0)
+    outputs.apply(add=["192.0.2.1"])
+    second = outputs.writers[1]
+    second.apply = lambda **kw: (_ for _ in ()).throw(OSError("disk full"))  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        outputs.apply(add=["192.0.2.2"])
+    a, b = f"postfix-hash:{tmp_path}/a", f"exim-dbm:{tmp_path}/b"
+    assert outputs.writes == {a: 2, b: 1} and outputs.errors == {a: 0, b: 1}
+    outputs.close()
