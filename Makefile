@@ -63,7 +63,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps-build
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
 	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[test]'
-	$(BIN)/twistd --help | grep -q pbsyslog || { echo "twistd does not list the pbsyslog plugin" >&2; exit 1; }
+	$(BIN)/twistd --help | grep pbsyslog >/dev/null || { echo "twistd does not list the pbsyslog plugin" >&2; exit 1; }
 	touch $@
 
 clean:
