@@ -87,6 +87,9 @@ DBError = db.DBError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+# Each writer's Berkeley DB cache (see MapWriter.__init__).
+_CACHE_BYTES = 32 << 20
+
 
 def encode(text: str) -> bytes:
     """Return ``text`` as postmap stores it: UTF-8 with one trailing NUL."""
@@ -211,6 +214,12 @@ class MapWriter:
         self._flavour = flavour
         self._value = self._raw(flavour.default_value if value is None else value)
         self._db = db.DB()
+        # Berkeley DB's default cache for a DB without an environment is
+        # 256 KiB: writing a map of 1M keys (40 MB) then spent most of its
+        # time moving pages in and out of it (10 s; 4.4 s with 32 MiB).  The
+        # cache fills only as pages are touched (a small map stays small in
+        # memory); postmap itself uses 16 MiB (berkeley_db_create_buffer_size).
+        self._db.set_cachesize(0, _CACHE_BYTES, 1)
         self._db.open(self.filename, dbtype=flavour.dbtype, flags=db.DB_CREATE, mode=0o644)
         # The mtime a reader may already have seen; the first commit must move past it.
         self._last_mtime: int | None = int(os.fstat(self._db.fd()).st_mtime)
@@ -234,10 +243,16 @@ class MapWriter:
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Commit one batch: put ``add`` keys, delete ``remove`` keys, sync, under an exclusive flock."""
-        self._commit(
-            puts=[raw for key in add for raw in self.stored_keys(key)],
-            deletes=[raw for key in remove for raw in self.stored_keys(key)],
-        )
+        self._commit(puts=self._all_stored_keys(add), deletes=self._all_stored_keys(remove))
+
+    def _all_stored_keys(self, keys: Iterable[str]) -> list[bytes]:
+        """``stored_keys`` of every key, in order (one list comprehension for the flavours without forms)."""
+        f = self._flavour
+        if f.forms is None:
+            if f.nul:
+                return [key.encode() + b"\0" for key in keys]
+            return [key.encode() for key in keys]
+        return [raw for key in keys for raw in self.stored_keys(key)]
 
     def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
         """Make the map hold exactly ``keys``; return (added, removed)."""
@@ -259,13 +274,16 @@ class MapWriter:
         fd = self._db.fd()
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            delete = self._db.delete
             for raw in deletes:
                 try:
-                    self._db.delete(raw)
+                    delete(raw)
                 except db.DBNotFoundError:
                     pass
+            put = self._db.put
+            value = self._value
             for raw in puts:
-                self._db.put(raw, self._value)
+                put(raw, value)
             self._db.sync()
             self._advance_mtime(fd)
         finally:

@@ -17,6 +17,7 @@ per second per peer) drops input and counts it in the shared
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,12 @@ Notify = Callable[[str], None]
 
 # The largest UDP payload there is; Twisted's default (8192) would truncate.
 MAX_DATAGRAM = 65535
+# The receive buffer asked for on UDP sockets: the kernel's default (about
+# 200 KiB, some 1,500 syslog lines) overflows during a burst while the
+# reactor is busy (a map commit, a tick), and UDP has no way to slow the
+# sender down.  As rsyslog's imudp does: SO_RCVBUFFORCE when privileged
+# (it may exceed net.core.rmem_max), else SO_RCVBUF (capped by it).
+UDP_RCVBUF = 4 << 20
 
 log = Logger()
 
@@ -115,6 +122,15 @@ class SyslogDatagramProtocol(DatagramProtocol):
     def __init__(self, ctx: Listening) -> None:
         self._ctx = ctx
         self._buckets = TokenBuckets(ctx.limits.udp_rate) if ctx.limits.udp_rate > 0 else None
+        self.rcvbuf: int | None = None  # what the kernel gave (getsockopt), once listening
+
+    def startProtocol(self) -> None:  # noqa: N802 (Twisted's name)
+        """Enlarge the socket's receive buffer (see UDP_RCVBUF); log what the kernel gave."""
+        sock = getattr(self.transport, "socket", None)
+        if sock is None:  # a fake transport (tests): nothing to size
+            return
+        self.rcvbuf = set_receive_buffer(sock, UDP_RCVBUF)
+        log.info("UDP receive buffer: {got} bytes (asked for {want})", got=self.rcvbuf, want=UDP_RCVBUF)
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802 (Twisted's name)
         ctx = self._ctx
@@ -133,6 +149,22 @@ class SyslogDatagramProtocol(DatagramProtocol):
         if frame is not None:
             ctx.counters.frames += 1
             _deliver(ctx.sink, frame, peer)
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a ``size``-byte receive buffer; return what the kernel reports (Linux doubles the request).
+
+    Never raises: a buffer that cannot be enlarged stays as it was.
+    """
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+            break
+        except OSError:  # SO_RCVBUFFORCE without CAP_NET_ADMIN: EPERM
+            continue
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 @implementer(IHandshakeListener)

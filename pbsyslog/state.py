@@ -48,35 +48,51 @@ class StateJournal:
 
     def load(self, now: float) -> Loaded:
         """Read the journal; return the entries whose deadline is after ``now``."""
-        deadlines: dict[str, float] = {}
-        patterns: dict[str, str] = {}
-        bad = 0
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
             return Loaded({}, {}, 0)
         with f:
-            for raw in f:
-                self._lines += 1
-                if not raw.endswith(b"\n"):
-                    bad += 1  # torn by a crash mid-write
-                    continue
-                fields = raw.decode("ascii", errors="replace").split()
-                if len(fields) == 4 and fields[0] == "+":
-                    try:
-                        deadline = float(fields[2])
-                    except ValueError:
-                        bad += 1
-                        continue
-                    deadlines[fields[1]] = deadline  # the last line wins, earlier or later
-                    patterns[fields[1]] = fields[3]
-                elif len(fields) == 2 and fields[0] == "-":
-                    deadlines.pop(fields[1], None)
-                    patterns.pop(fields[1], None)
-                else:
+            data = f.read()
+        # One decode and one split for the whole file, not one per line (1M
+        # lines took 4-5 s that way).  The same lines and the same fields as
+        # reading it line by line: ASCII decoding is byte by byte, so it
+        # commutes with cutting at b"\n"; each line is split as before.
+        lines = data.decode("ascii", errors="replace").split("\n")
+        torn = lines.pop()  # after the last "\n": "" unless a crash tore the last line
+        bad = 0
+        if torn:
+            bad += 1
+            self._lines += 1
+        self._lines += len(lines)
+        deadlines: dict[str, float] = {}
+        patterns: dict[str, str] = {}
+        # A handful of pattern names, each on most lines: keep one string of
+        # each, not one per line (tens of MB for 1M entries, kept for good
+        # by the tracker after a restart).
+        names: dict[str, str] = {}
+        for line in lines:
+            fields = line.split()
+            if len(fields) == 4 and fields[0] == "+":
+                try:
+                    deadline = float(fields[2])
+                except ValueError:
                     bad += 1
-        live = {ip: d for ip, d in deadlines.items() if d > now}
-        return Loaded(live, {ip: patterns[ip] for ip in live}, bad)
+                    continue
+                ip = fields[1]
+                name = fields[3]
+                deadlines[ip] = deadline  # the last line wins, earlier or later
+                patterns[ip] = names.setdefault(name, name)
+            elif len(fields) == 2 and fields[0] == "-":
+                deadlines.pop(fields[1], None)
+                patterns.pop(fields[1], None)
+            else:
+                bad += 1
+        # Drop what has expired in place (usually little): copying 1M
+        # entries into new dicts cost more than reading them.
+        for ip in [ip for ip, d in deadlines.items() if not d > now]:
+            del deadlines[ip], patterns[ip]
+        return Loaded(deadlines, patterns, bad)
 
     @property
     def lines(self) -> int:

@@ -169,8 +169,13 @@ class Tracker:
 
     def restore(self, ip: str, deadline: float, pattern: str = "") -> str | None:
         """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``."""
-        self._raise_floor(ip, deadline)
-        change = self._update(ip, self._compute(ip))
+        # _raise_floor + _compute inlined: a restart restores every entry
+        # through here (1M of them), and an IP without open sessions (all
+        # of them, at a restart) has its floor as its deadline.
+        floor = self._floor.get(ip, _NEVER)
+        if deadline > floor:
+            self._floor[ip] = floor = deadline
+        change = self._update(ip, self._compute(ip) if ip in self._keys else floor)
         if change is not None or ip not in self._pattern:
             self._pattern[ip] = pattern
         return change
@@ -288,7 +293,10 @@ class Tracker:
         if previous == deadline:
             return None
         self._deadline[ip] = deadline
-        second = _second(deadline)
+        try:
+            second = math.floor(deadline)  # _second(), inlined for its common case
+        except (OverflowError, ValueError):
+            second = _second(deadline)
         if second <= self._opened:
             heapq.heappush(self._near, (deadline, ip))
             self._entries += 1

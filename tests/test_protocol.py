@@ -112,3 +112,34 @@ def test_full_tracker_refuses_new_keeps_old() -> None:
     assert p.counters.full == 1
     assert p.feed(line % b"192.0.2.1", 10) == ("192.0.2.1", "dovecot-login", "extended")
     assert p.tracker.ips() == {"192.0.2.1", "192.0.2.2"}
+
+
+def test_udp_receive_buffer_enlarged_when_listening() -> None:
+    """startProtocol asks for UDP_RCVBUF on the listening socket and records what the kernel gave."""
+    import socket
+
+    from pbsyslog.protocol import UDP_RCVBUF
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+        class Port:
+            """Just what startProtocol reads of Twisted's udp.Port."""
+
+            def __init__(self) -> None:
+                self.socket = sock
+
+        proto = SyslogDatagramProtocol(Harness().ctx)
+        proto.makeConnection(Port())
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert proto.rcvbuf == got >= before
+        limit = int(open("/proc/sys/net/core/rmem_max").read())
+        if limit >= UDP_RCVBUF:  # else only a privileged process gets it all
+            assert got >= UDP_RCVBUF
+
+
+def test_udp_receive_buffer_without_a_socket_is_left_alone() -> None:
+    """A transport without a socket (a test double) gets no buffer sizing and no error."""
+    proto = SyslogDatagramProtocol(Harness().ctx)
+    proto.makeConnection(object())
+    assert proto.rcvbuf is None

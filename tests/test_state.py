@@ -70,3 +70,50 @@ def test_compact_rewrites_exactly_the_entries(tmp_path: Path) -> None:
     assert path.read_text().count("\n") == 3
     assert StateJournal(str(path)).load(now=0).deadlines == {"192.0.2.1": 49.0, "192.0.2.9": 70.0, "192.0.2.10": 80.0}
     assert not (tmp_path / "s.tmp").exists()
+
+
+def _line_by_line(path: Path, now: float) -> tuple[dict, dict, int, int]:
+    """The journal read one line at a time, as load() did before it read the file in one go."""
+    deadlines: dict[str, float] = {}
+    patterns: dict[str, str] = {}
+    bad = lines = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            lines += 1
+            if not raw.endswith(b"\n"):
+                bad += 1
+                continue
+            fields = raw.decode("ascii", errors="replace").split()
+            if len(fields) == 4 and fields[0] == "+":
+                try:
+                    deadline = float(fields[2])
+                except ValueError:
+                    bad += 1
+                    continue
+                deadlines[fields[1]] = deadline
+                patterns[fields[1]] = fields[3]
+            elif len(fields) == 2 and fields[0] == "-":
+                deadlines.pop(fields[1], None)
+                patterns.pop(fields[1], None)
+            else:
+                bad += 1
+    live = {ip: d for ip, d in deadlines.items() if d > now}
+    return live, {ip: patterns[ip] for ip in live}, bad, lines
+
+
+def test_load_reads_every_line_as_one_at_a_time_would(tmp_path: Path) -> None:
+    """Odd lines (CR, NUL, \\x1c, non-ASCII, blank, bad numbers, torn last line) load as a line-by-line reader loads them."""
+    import random
+
+    rng = random.Random(6)
+    pieces = [b"+", b"-", b" ", b"\t", b"\r", b"\x00", b"\x1c", b"\x0b", b"\xff", b"\xc3\xa9", b"192.0.2.1",
+              b"192.0.2.2", b"1e3", b"nan", b"inf", b"12.5", b"x", b"dovecot-login", b"\n", b"\n", b"\n"]
+    for case in range(200):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(60)))
+        if case % 2:
+            data += b"+ 192.0.2.3 50.0 p\n- 192.0.2.3\n+ 192.0.2.4 99.5 q\n"
+        path = tmp_path / f"j{case}"
+        path.write_bytes(data)
+        journal = StateJournal(str(path))
+        loaded = journal.load(10.0)
+        assert (loaded.deadlines, loaded.patterns, loaded.bad_lines, journal.lines) == _line_by_line(path, 10.0), data
