@@ -204,14 +204,19 @@ class Tracker:
             second = pop(seconds)
             self._opened = second
             stale = 0
+            end = second + 1
             for ip in self._buckets.pop(second):
                 deadline = deadlines.get(ip)
-                if deadline is not None and _second(deadline) == second:
+                # Still filed here: its deadline is in this second (the
+                # range test is _second(deadline) == second for finite ones).
+                if deadline is not None and (second <= deadline < end or _second(deadline) == second):
                     push(near, (deadline, ip))
                 else:
                     stale += 1
             self._entries -= stale
         pattern = self._pattern
+        floor = self._floor
+        sessions = self._keys
         while near and near[0][0] <= now:
             deadline, ip = pop(near)
             self._entries -= 1
@@ -219,8 +224,11 @@ class Tracker:
                 del deadlines[ip]
                 del pattern[ip]
                 # Every session of this IP is past max_session (the deadline
-                # was at least its start + max_session + grace).
-                self._drop(ip)
+                # was at least its start + max_session + grace).  _drop(),
+                # inlined for the usual IP without sessions.
+                floor.pop(ip, None)
+                if ip in sessions:
+                    self._drop(ip)
                 removed.append(ip)
         return removed
 
