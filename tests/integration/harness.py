@@ -16,6 +16,7 @@ carries what the daemon printed, so a broken set-up explains itself.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import imaplib
 import json
@@ -747,6 +748,19 @@ def imap_login(port: int, source: str) -> str:
 
 
 @functools.cache
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """One pbsyslog, the rsyslog that forwards to it, and the Dovecot that logs into that rsyslog."""
+
+    service: PbsyslogService
+    syslog: Rsyslog
+    dovecot: Dovecot
+
+    def describe(self) -> str:
+        """Everything the daemons said, for a failure message."""
+        return f"{self.service.describe()}\n{self.syslog.describe()}"
+
+
 def dovecot_login(ip: str, session: str | None = None) -> str:
     """A Dovecot POP3 login line for ``ip`` as rsyslog's traditional forward format carries it.
 

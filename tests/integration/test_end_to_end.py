@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from harness import (
+    Stack,
     Dovecot,
     DovecotFactory,
     PbsyslogFactory,
@@ -32,18 +32,6 @@ MAP_DEADLINE = 2.0
 # How long rsyslog may take to write a line to its own file.
 LOG_DEADLINE = 5.0
 
-
-@dataclass(frozen=True)
-class Stack:
-    """One pbsyslog, the rsyslog that forwards to it, and the Dovecot that logs into that rsyslog."""
-
-    service: PbsyslogService
-    syslog: Rsyslog
-    dovecot: Dovecot
-
-    def describe(self) -> str:
-        """Everything the daemons said, for a failure message."""
-        return f"{self.service.describe()}\n{self.syslog.describe()}"
 
 
 # (rsyslog transport, rsyslog template): omfwd's default format over UDP,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from harness import (
+    Stack,
     PASSWORD,
     USER,
     Dovecot,
@@ -38,18 +38,6 @@ EXPIRE_INTERVAL = 0.2
 MAP_DEADLINE = 2.0
 LOG_DEADLINE = 5.0
 
-
-@dataclass(frozen=True)
-class Stack:
-    """One pbsyslog with a short grace and logout tracking, its rsyslog, and Dovecot."""
-
-    service: PbsyslogService
-    syslog: Rsyslog
-    dovecot: Dovecot
-
-    def describe(self) -> str:
-        """Everything the daemons said, for a failure message."""
-        return f"{self.service.describe()}\n{self.syslog.describe()}"
 
 
 @pytest.fixture(scope="module")
