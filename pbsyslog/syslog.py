@@ -261,22 +261,7 @@ def peek(frame: bytes) -> tuple[bytes, bytes, int] | None:
 
 def parse(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:
     """Parse one frame into a SyslogMessage; ``now`` supplies the year of RFC 3164 stamps."""
-    frame = frame.rstrip(_TRAILER)
-    if not frame:
-        raise MalformedMessage("empty frame")
-    text = frame.decode("utf-8", "replace")
-
-    facility: int | None = None
-    severity: int | None = None
-    pos = 0
-    if text[0] == "<":
-        pos = text.find(">", 1, 5) + 1
-        known = _PRIS.get(text[:pos]) if pos else None
-        if known is None:
-            facility, severity = _odd_pri(text, pos)
-        else:
-            facility, severity = known
-
+    text, pos, facility, severity = _prologue(frame)
     # _FAST_3164 never matches "1 ...", so trying it before RFC 5424 is safe.
     m = _FAST_3164.match(text, pos)
     if m is None:
@@ -302,20 +287,24 @@ def parse(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:
 
 def parse_reference(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:
     """``parse`` without the fast path: the regexes decide every header (for tests and benchmarks)."""
+    text, pos, facility, severity = _prologue(frame)
+    if text.startswith("1 ", pos):
+        return _after_pri(text, pos, facility, severity, now)
+    return _rfc3164_regex(text, pos, facility, severity, now)
+
+
+def _prologue(frame: bytes) -> tuple[str, int, int | None, int | None]:
+    """Strip the trailer, decode, and read the PRI: (text, where the header starts, facility, severity)."""
     frame = frame.rstrip(_TRAILER)
     if not frame:
         raise MalformedMessage("empty frame")
     text = frame.decode("utf-8", "replace")
-    facility: int | None = None
-    severity: int | None = None
-    pos = 0
-    if text[0] == "<":
-        pos = text.find(">", 1, 5) + 1
-        known = _PRIS.get(text[:pos]) if pos else None
-        facility, severity = _odd_pri(text, pos) if known is None else known
-    if text.startswith("1 ", pos):
-        return _after_pri(text, pos, facility, severity, now)
-    return _rfc3164_regex(text, pos, facility, severity, now)
+    if text[0] != "<":
+        return text, 0, None, None
+    pos = text.find(">", 1, 5) + 1
+    known = _PRIS.get(text[:pos]) if pos else None
+    facility, severity = _odd_pri(text, pos) if known is None else known
+    return text, pos, facility, severity
 
 
 def _after_pri(
