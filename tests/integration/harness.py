@@ -181,10 +181,15 @@ class Daemon:
         """The command line and output, for a failure message."""
         return f"command: {' '.join(self.argv)}\n" + describe_output(f"{self.name} output", self.output())
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the process, SIGKILL it if it lingers, and collect its last output."""
+    # How the daemon is asked to stop, and how long it may take before SIGKILL.
+    stop_signal = signal.SIGTERM
+    stop_timeout = 5.0
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Send stop_signal, SIGKILL the process if it lingers, and collect its last output."""
+        timeout = self.stop_timeout if timeout is None else timeout
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

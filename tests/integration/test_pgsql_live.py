@@ -60,6 +60,9 @@ class PostgreSQL(Daemon):
     """A private ``postgres`` server run as the postgres user, on 127.0.0.1:port."""
 
     name = "postgres"
+    # Fast shutdown (SIGINT): a smart one (SIGTERM) would wait for pbsyslog's connection forever.
+    stop_signal = signal.SIGINT
+    stop_timeout = 10.0
 
     def __init__(self, root: Path) -> None:
         require_program(str(PG_BIN / "initdb"), "postgresql")
@@ -97,17 +100,6 @@ class PostgreSQL(Daemon):
                                      user="postgres", group="postgres", extra_groups=[])
         self._output = OutputCollector(self.proc.stdout)
         self.wait_until(lambda: self.psql("postgres", "SELECT 1").returncode == 0, "a connection")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Fast shutdown (SIGINT): a smart one would wait for pbsyslog's connection forever."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        self._output.join(2.0)
 
     def psql(self, db: str, sql: str = "", *args: str) -> subprocess.CompletedProcess[str]:
         """Run psql against the server (``sql`` as -c unless empty)."""
