@@ -83,7 +83,8 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
         loaded = journal.load(now)
         if cmd == "list":
             return {"ok": True, "entries": [
-                {"ip": ip, "pattern": loaded.patterns.get(ip, ""), "seconds_left": round(d - now, 1)}
+                {"ip": ip, "pattern": loaded.patterns.get(ip, ""), "seconds_left": round(d - now, 1),
+                 "open_sessions": _open_sessions(loaded, ip, now - config.max_session)}
                 for ip, d in sorted(loaded.deadlines.items())
             ]}
         if cmd == "add":
@@ -92,7 +93,12 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
                 raise AdminError(f"not an IP address: {message['ip']!r}")
             deadline = now + (message.get("grace") or config.grace)
             if deadline > loaded.deadlines.get(ip, float("-inf")):
-                journal.append({ip: (deadline, "manual")})
+                # As the service's add: the floor rises, open sessions stay open.
+                sessions = {}
+                if ip in loaded.sessions:
+                    floor, keyed = loaded.sessions[ip]
+                    sessions[ip] = (max(floor, deadline), keyed)
+                journal.append({ip: (deadline, "manual")}, sessions=sessions)
             _map(config).apply(add=[ip])
             return {"ok": True, "ip": ip}
         if cmd in ("del", "flush"):
@@ -112,6 +118,13 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
                 m.close()
             return {"ok": True, "removed": bool(gone) if cmd == "del" else len(gone)}
         raise AdminError(f"unknown command {cmd!r}")
+
+
+def _open_sessions(loaded: Any, ip: str, cutoff: float) -> int:
+    """How many of ``ip``'s journalled sessions are still open (begun after ``cutoff`` = now - max_session)."""
+    if ip not in loaded.sessions:
+        return 0
+    return sum(1 for _, starts in loaded.sessions[ip][1] for start in starts if start > cutoff)
 
 
 def _map(config: Config) -> Any:

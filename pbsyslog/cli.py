@@ -260,7 +260,7 @@ def _admin(args: argparse.Namespace) -> int:
     elif args.command == "list":
         print("IP\tPATTERN\tSECONDS_LEFT\tOPEN_SESSIONS")
         for e in reply["entries"]:
-            sessions = e.get("open_sessions", "-")  # unknown offline: sessions live in the service
+            sessions = e.get("open_sessions", "-")
             print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}\t{sessions}")
     elif args.command == "status":
         for key, value in reply.items():

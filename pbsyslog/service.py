@@ -160,13 +160,22 @@ class PbsyslogService(Service):
 
     def _restore_state(self) -> None:
         loaded = self.journal.load(self.reactor.seconds())
+        restore = self.tracker.restore
+        patterns = loaded.patterns
+        sessions = loaded.sessions
         for ip, deadline in loaded.deadlines.items():
-            self.tracker.restore(ip, deadline, loaded.patterns.get(ip, ""))
+            if ip in sessions:
+                floor, keyed = sessions[ip]
+                restore(ip, deadline, patterns.get(ip, ""), floor, keyed)
+            else:
+                restore(ip, deadline, patterns.get(ip, ""))
+        self.tracker.take_touched()
         if loaded.bad_lines:
             log.warn("{path}: skipped {n} unreadable lines", path=self.journal.path, n=loaded.bad_lines)
         if loaded.deadlines:
-            log.info("restored {n} authorisations from {path}", n=len(loaded.deadlines), path=self.journal.path)
-        self.journal.compact(self.tracker.entries())
+            log.info("restored {n} authorisations ({s} open sessions) from {path}", n=len(loaded.deadlines),
+                     s=self.tracker.open_count, path=self.journal.path)
+        self.journal.compact(self.tracker.entries(), self.tracker.all_sessions())
 
     def stopService(self) -> Any:  # noqa: N802
         super().stopService()
@@ -405,12 +414,7 @@ class PbsyslogService(Service):
             deadline = tracker.deadline(ip)
             if deadline is not None:
                 entries[ip] = (deadline, tracker.pattern(ip) or "")
-        try:
-            self.journal.append(entries)
-        except Exception:
-            self._state_dirty = True
-            self._failed("journal", "state journal write failed; will rewrite {path} from memory",
-                         path=self.journal.path)
+        self._journal(entries)
         if self.map is not None:
             self.map.refresh(entries)  # a pgsql table keeps deadlines: extended or shortened ones too
         adds = {ip: arrived for ip, arrived in adds.items() if ip in tracker}
@@ -423,6 +427,29 @@ class PbsyslogService(Service):
         for ip in sorted(adds):
             delay.observe(max(0.0, now - adds[ip]))
             log.info("added {ip} to map ({pattern})", ip=ip, pattern=tracker.pattern(ip))
+
+    def _journal(self, entries: dict[str, tuple[float, str]]) -> None:
+        """Append ``entries`` and every IP whose sessions changed to the journal, with their sessions."""
+        tracker = self.tracker
+        touched = tracker.take_touched()
+        if touched:
+            entries = dict(entries)
+            for ip in touched:
+                deadline = tracker.deadline(ip)
+                if deadline is not None and ip not in entries:
+                    entries[ip] = (deadline, tracker.pattern(ip) or "")
+        sessions = {}
+        if tracker.open_count:
+            for ip in entries:
+                open_ = tracker.sessions(ip)
+                if open_ is not None:
+                    sessions[ip] = open_
+        try:
+            self.journal.append(entries, sessions=sessions)
+        except Exception:
+            self._state_dirty = True
+            self._failed("journal", "state journal write failed; will rewrite {path} from memory",
+                         path=self.journal.path)
 
     def _failed(self, kind: str, message: str, **fields: Any) -> None:
         """Log a failure with its traceback, once per kind until that kind works again."""
@@ -481,9 +508,12 @@ class PbsyslogService(Service):
         except Exception:
             self._dirty = True
             self._failed("tick", "expiry tick failed; will rebuild the map on the next tick")
+        # Session changes that moved no deadline (a logout closing one of two
+        # sessions) scheduled no commit: journal them now.
+        self._journal({})
         try:
             if self._state_dirty or self.journal.lines > 2 * len(self.tracker) + 10_000:
-                self.journal.compact(self.tracker.entries())
+                self.journal.compact(self.tracker.entries(), self.tracker.all_sessions())
                 if self._state_dirty:
                     self._works("journal", "state journal works again: rewrote {path}", path=self.journal.path)
                 self._state_dirty = False

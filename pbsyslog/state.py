@@ -1,10 +1,16 @@
 """Restart-safe state: an append-only journal of deadlines next to the map.
 
-Contract: the tracker's deadlines survive a restart or a crash.  Each map
-commit first appends one line per IP whose deadline was set or extended
-(``+ IP DEADLINE PATTERN``; ``- IP`` removes one), so after a restart every
-authorisation keeps its original deadline and nothing that expired comes
-back.  The file is compacted (live entries written to a temporary file,
+Contract: the tracker's deadlines and open sessions survive a restart or a
+crash.  Each map commit first appends one line per IP whose deadline or
+sessions changed (``+ IP DEADLINE PATTERN``; ``- IP`` removes one), so after
+a restart every authorisation keeps its original deadline and nothing that
+expired comes back.  An IP with open sessions gets two more fields,
+``FLOOR SESSIONS``: the deadline it has earned whatever its sessions do,
+and its sessions as compact JSON, ``[[KEY, [START, ...]], ...]`` (a key is
+the tracker's tuple, written as a list).  So a logout that arrives after a
+restart still closes its session and shortens the deadline, and ``list``
+shows the open sessions with the service stopped.  The JSON is the last
+field (``split(" ", 5)``), so a space inside a key cannot shift the others.  The file is compacted (live entries written to a temporary file,
 fsync, ``rename()``) at start-up and when stale lines pile up.
 
 Deadlines are wall-clock seconds (what ``reactor.seconds()`` returns).  The
@@ -23,19 +29,60 @@ power cut may lose the last few seconds of logins, never corrupt the rest.
 from __future__ import annotations
 
 import errno
+import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
 
+# An IP's open sessions as the tracker hands them over: (floor, [(key, [start, ...]), ...]).
+Sessions = tuple[float, list[tuple[Hashable, list[float]]]]
+
+
 @attrs.frozen
 class Loaded:
-    """What a journal held: live deadlines (and the pattern that set each) and how many lines were unreadable."""
+    """What a journal held: live deadlines (and the pattern that set each) and how many lines were unreadable.
+
+    ``sessions`` holds, for the IPs that had open sessions, their floor and
+    sessions (keys as tuples again).
+    """
 
     deadlines: dict[str, float]
     patterns: dict[str, str]
     bad_lines: int
+    sessions: dict[str, Sessions] = attrs.field(factory=dict)
+
+
+def _key(value: Any) -> Hashable:
+    """A session key read back from JSON: lists become tuples again (the tracker's keys are tuples)."""
+    if isinstance(value, list):
+        return tuple(_key(v) for v in value)
+    return value
+
+
+def _sessions_field(sessions: Sessions) -> str:
+    floor, keyed = sessions
+    return f"{floor!r} " + json.dumps([[key, starts] for key, starts in keyed], separators=(",", ":"))
+
+
+def _line(ip: str, deadline: float, pattern: str, sessions: Sessions | None) -> str:
+    if sessions is None:
+        return f"+ {ip} {deadline!r} {pattern or '-'}\n"
+    return f"+ {ip} {deadline!r} {pattern or '-'} {_sessions_field(sessions)}\n"
+
+
+def _parse_sessions(floor_text: str, text: str) -> Sessions:
+    """Read ``FLOOR SESSIONS``; ValueError (json's included) for anything malformed."""
+    floor = float(floor_text)
+    keyed = []
+    for item in json.loads(text):
+        key, starts = item
+        if not isinstance(starts, list) or not starts:
+            raise ValueError("a session entry without start times")
+        keyed.append((_key(key), [float(t) for t in starts]))
+    return floor, keyed
 
 
 class StateJournal:
@@ -67,6 +114,7 @@ class StateJournal:
         self._lines += len(lines)
         deadlines: dict[str, float] = {}
         patterns: dict[str, str] = {}
+        sessions: dict[str, Sessions] = {}
         # A handful of pattern names, each on most lines: keep one string of
         # each, not one per line (tens of MB for 1M entries, kept for good
         # by the tracker after a restart).
@@ -83,25 +131,52 @@ class StateJournal:
                 name = fields[3]
                 deadlines[ip] = deadline  # the last line wins, earlier or later
                 patterns[ip] = names.setdefault(name, name)
+                if sessions:
+                    sessions.pop(ip, None)
             elif len(fields) == 2 and fields[0] == "-":
                 deadlines.pop(fields[1], None)
                 patterns.pop(fields[1], None)
+                sessions.pop(fields[1], None)
+            elif len(fields) >= 6 and fields[0] == "+":
+                fields = line.split(" ", 5)
+                try:
+                    deadline = float(fields[2])
+                    open_ = _parse_sessions(fields[4], fields[5])
+                except (ValueError, TypeError, IndexError):
+                    bad += 1
+                    continue
+                ip = fields[1]
+                name = fields[3]
+                deadlines[ip] = deadline
+                patterns[ip] = names.setdefault(name, name)
+                sessions[ip] = open_
             else:
                 bad += 1
         # Drop what has expired in place (usually little): copying 1M
         # entries into new dicts cost more than reading them.
         for ip in [ip for ip, d in deadlines.items() if not d > now]:
             del deadlines[ip], patterns[ip]
-        return Loaded(deadlines, patterns, bad)
+            sessions.pop(ip, None)
+        return Loaded(deadlines, patterns, bad, sessions)
 
     @property
     def lines(self) -> int:
         """Lines in the file (as far as this process knows): the compaction trigger."""
         return self._lines
 
-    def append(self, set_: Mapping[str, tuple[float, str]] = {}, removed: Iterable[str] = ()) -> None:
-        """Record new deadlines ``{ip: (deadline, pattern)}`` and removals, in one write."""
-        parts = [f"+ {ip} {deadline!r} {pattern or '-'}\n" for ip, (deadline, pattern) in set_.items()]
+    def append(
+        self,
+        set_: Mapping[str, tuple[float, str]] = {},
+        removed: Iterable[str] = (),
+        sessions: Mapping[str, Sessions] = {},
+    ) -> None:
+        """Record new deadlines ``{ip: (deadline, pattern)}`` and removals, in one write.
+
+        ``sessions`` gives the open sessions of those IPs of ``set_`` that
+        have any; an IP of ``set_`` not in it is written as having none.
+        """
+        get = sessions.get
+        parts = [_line(ip, deadline, pattern, get(ip)) for ip, (deadline, pattern) in set_.items()]
         parts += [f"- {ip}\n" for ip in removed]
         if not parts:
             return
@@ -118,12 +193,14 @@ class StateJournal:
                 raise OSError(errno.ENOSPC, f"{self.path}: short write")
             data = data[written:]
 
-    def compact(self, entries: Mapping[str, tuple[float, str]]) -> None:
-        """Replace the journal by exactly ``entries`` ({ip: (deadline, pattern)}), atomically."""
+    def compact(self, entries: Mapping[str, tuple[float, str]], sessions: Mapping[str, Sessions] = {}) -> None:
+        """Replace the journal by exactly ``entries`` ({ip: (deadline, pattern)}) and their ``sessions``, atomically."""
         tmp = self.path + ".tmp"
         with open(tmp, "wb") as f:
             f.write("".join(
-                f"+ {ip} {deadline!r} {pattern or '-'}\n" for ip, (deadline, pattern) in entries.items()
+                f"+ {ip} {deadline!r} {pattern or '-'}\n" if ip not in sessions
+                else _line(ip, deadline, pattern, sessions[ip])
+                for ip, (deadline, pattern) in entries.items()
             ).encode("ascii"))
             f.flush()
             os.fsync(f.fileno())

@@ -25,6 +25,12 @@ sessions are bounded (``max_sessions``): the oldest is then forgotten as if
 its logout had been lost, i.e. its IP keeps that session's full
 max_session deadline, never less.
 
+Persistence.  ``take_touched()`` returns (and forgets) the IPs whose
+sessions or floor changed while they had sessions, even where the deadline
+did not move (a logout closing one of two sessions): the service journals
+them with ``sessions(ip)``, and ``restore`` takes the floor and sessions
+back after a restart, so open-session counts survive it.
+
 Expiry cost is proportional to what expires, not to what is tracked.  A
 deadline is filed under its whole second (a bucket: a list of addresses;
 the bucket keys are in a small heap of ints).  ``expire(now)`` opens every
@@ -99,6 +105,9 @@ class Tracker:
         self._sessions: dict[Hashable, _Open] = {}
         self._keys: dict[str, set[Hashable]] = {}
         self._open = 0
+        # IPs whose sessions (or floor, while they have sessions) changed
+        # since the last take_touched().
+        self._touched: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._deadline)
@@ -142,6 +151,8 @@ class Tracker:
         self._raise_floor(ip, now + self.grace)
         if session is not None:
             self._open_session(ip, now, session, counted)
+        elif ip in self._keys:
+            self._touched.add(ip)
         change = self._update(ip, self._compute(ip))
         if change is not None or ip not in self._pattern:
             self._pattern[ip] = pattern
@@ -167,15 +178,72 @@ class Tracker:
         self._close_oldest(session, entry, now)
         return ip, self._update(ip, self._compute(ip))
 
-    def restore(self, ip: str, deadline: float, pattern: str = "") -> str | None:
-        """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``."""
+    def sessions(self, ip: str) -> tuple[float, list[tuple[Hashable, list[float]]]] | None:
+        """``ip``'s floor and open sessions [(key, [start, ...])], or None when it has none."""
+        keys = self._keys.get(ip)
+        if not keys:
+            return None
+        return (self._floor.get(ip, _NEVER),
+                [(key, list(self._sessions[key].starts)) for key in keys])
+
+    def all_sessions(self) -> dict[str, tuple[float, list[tuple[Hashable, list[float]]]]]:
+        """``sessions(ip)`` for every IP that has open sessions."""
+        return {ip: self.sessions(ip) for ip in self._keys}  # type: ignore[misc]
+
+    def take_touched(self) -> set[str]:
+        """The IPs whose sessions or floor changed since the last call (see the module header)."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def restore(
+        self,
+        ip: str,
+        deadline: float,
+        pattern: str = "",
+        floor: float | None = None,
+        sessions: list[tuple[Hashable, list[float]]] = (),  # type: ignore[assignment]
+    ) -> str | None:
+        """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``.
+
+        With ``sessions`` (and their ``floor``), as ``sessions(ip)`` gave them
+        before the restart, the IP's sessions are open again and its deadline
+        is computed from them: a logout then closes them as before.
+        """
+        if sessions:
+            return self._restore_sessions(ip, pattern, deadline if floor is None else floor, sessions)
         # _raise_floor + _compute inlined: a restart restores every entry
-        # through here (1M of them), and an IP without open sessions (all
-        # of them, at a restart) has its floor as its deadline.
+        # through here (1M of them), and an IP without open sessions (most
+        # of them) has its floor as its deadline.
         floor = self._floor.get(ip, _NEVER)
         if deadline > floor:
             self._floor[ip] = floor = deadline
         change = self._update(ip, self._compute(ip) if ip in self._keys else floor)
+        if change is not None or ip not in self._pattern:
+            self._pattern[ip] = pattern
+        return change
+
+    def _restore_sessions(
+        self, ip: str, pattern: str, floor: float, sessions: list[tuple[Hashable, list[float]]]
+    ) -> str | None:
+        self._raise_floor(ip, floor)
+        for key, starts in sessions:
+            if not starts:
+                continue
+            entry = self._sessions.get(key)
+            if entry is not None:
+                # The same key under another IP (a journal edited by hand):
+                # the old one ends as if its logout were lost.
+                self._forget(key, entry)
+            entry = self._sessions[key] = _Open(ip, 0.0)
+            entry.starts = sorted(starts)
+            self._keys.setdefault(ip, set()).add(key)
+            self._open += len(starts)
+        self._touched.add(ip)
+        while self._open > self.max_sessions:
+            oldest_key = next(iter(self._sessions))
+            oldest = self._sessions[oldest_key]
+            self._close_oldest(oldest_key, oldest, oldest.starts[0] + self.max_session)
+        change = self._update(ip, self._compute(ip))
         if change is not None or ip not in self._pattern:
             self._pattern[ip] = pattern
         return change
@@ -255,6 +323,7 @@ class Tracker:
 
     def _open_session(self, ip: str, now: float, key: Hashable, counted: bool) -> None:
         entry = self._sessions.get(key)
+        self._touched.add(ip)
         if entry is not None and entry.ip == ip and not counted:
             # The same session again (a line delivered twice): still one.
             entry.starts[0] = max(entry.starts[0], now)
@@ -288,6 +357,7 @@ class Tracker:
         """Close the oldest session under ``key`` as having ended at ``ended``."""
         start = entry.starts.pop(0)
         self._open -= 1
+        self._touched.add(entry.ip)
         self._raise_floor(entry.ip, min(ended, start + self.max_session) + self.grace)
         if not entry.starts:
             del self._sessions[key]

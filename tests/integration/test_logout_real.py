@@ -120,3 +120,50 @@ def test_quick_login_and_quit_expires_one_grace_later(stack: Stack) -> None:
     assert wait_for(lambda: in_map(stack, source), MAP_DEADLINE), stack.describe()
     assert wait_for(lambda: not in_map(stack, source), GRACE + MAP_DEADLINE), stack.describe()
     assert time.monotonic() - done >= GRACE - 0.5
+
+
+def test_session_open_across_a_restart_is_still_closed_by_its_logout(
+    pbsyslog_service: PbsyslogFactory, rsyslog: RsyslogFactory, dovecot: DovecotFactory
+) -> None:
+    """pbsyslog restarted while a POP3 session is open: the session is restored, and its QUIT still starts the grace.
+
+    Without open sessions in the state journal the restarted service would
+    only know the session's long deadline (login + max_session + grace), and
+    the logout would no longer shorten it.
+    """
+    source = "127.0.0.64"
+    first = pbsyslog_service({
+        "grace": GRACE, "expire_interval": EXPIRE_INTERVAL, "logout_tracking": True, "patterns": ["dovecot"],
+    })
+    overrides = {
+        "grace": GRACE, "expire_interval": EXPIRE_INTERVAL, "logout_tracking": True, "patterns": ["dovecot"],
+        "listen": [{"protocol": "udp", "host": "127.0.0.1", "port": first.udp_port}],
+    }
+    # UDP, so that rsyslog has no connection to lose across the restart.
+    syslog = rsyslog(first.udp_port, "udp")
+    daemon = dovecot(syslog)
+    client = SourcePOP3(server_for(source), daemon.pop3_port, source)
+    second: PbsyslogService | None = None
+    try:
+        client.user(USER)
+        assert client.pass_(PASSWORD).startswith(b"+OK")
+        assert wait_for(lambda: postmap_q(source, first.dbfile) == (0, "OK\n"), MAP_DEADLINE), first.describe()
+        first.stop()
+        assert first.proc.returncode == 0, first.describe()
+        second = PbsyslogService(first.workdir, overrides)
+        assert "(1 open sessions)" in second.output(), second.describe()
+        restarted = time.monotonic()
+        while time.monotonic() - restarted < GRACE + 1.0:  # past the grace, session still open
+            client.noop()
+            time.sleep(0.5)
+        assert postmap_q(source, second.dbfile) == (0, "OK\n"), second.describe()
+        client.quit()
+        quit_at = time.monotonic()
+        assert wait_for(lambda: postmap_q(source, second.dbfile) != (0, "OK\n"), GRACE + MAP_DEADLINE), (
+            f"still in the map {GRACE + MAP_DEADLINE} s after QUIT\n{second.describe()}\n{syslog.describe()}")
+        assert time.monotonic() - quit_at >= GRACE - 0.5
+    finally:
+        client.close()
+        if second is not None:
+            second.stop()
+            assert not second.tracebacks(), second.describe()

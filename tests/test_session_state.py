@@ -1,0 +1,193 @@
+"""Open sessions survive a restart: the tracker hands them over, the journal keeps them, the service restores them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pbsyslog import admin
+from pbsyslog.config import Config
+from pbsyslog.state import StateJournal
+from pbsyslog.tracker import Tracker
+from test_service import map_keys, restart, start
+
+IP, OTHER = "192.0.2.7", "192.0.2.8"
+
+# ------------------------------------------------------------------ tracker --
+
+
+def test_sessions_round_trip_through_restore() -> None:
+    """What sessions()/all_sessions() give back, restore() opens again: counts, deadline, and a logout that shortens."""
+    t = Tracker(grace=30, max_session=3600)
+    t.login(IP, 100, "dovecot-login", session=("group", "vm", "dovecot", "K1"))
+    t.login(OTHER, 110, "courier-login", session=("ip", "vm", "imapd", OTHER), counted=True)
+    t.login(OTHER, 120, "courier-login", session=("ip", "vm", "imapd", OTHER), counted=True)
+    saved = t.all_sessions()
+    assert saved[OTHER] == (150, [(("ip", "vm", "imapd", OTHER), [110, 120])])
+    u = Tracker(grace=30, max_session=3600)
+    for ip, (floor, sessions) in saved.items():
+        assert u.restore(ip, t.deadline(ip), t.pattern(ip), floor, sessions) == "added"
+    assert u.open_count == 3 and u.open_sessions(OTHER) == 2
+    assert u.deadline(IP) == t.deadline(IP) == 100 + 3600 + 30
+    assert u.logout(("group", "vm", "dovecot", "K1"), 500) == (IP, "changed")
+    assert u.deadline(IP) == 530
+    assert u.logout(("ip", "vm", "imapd", OTHER), 600) == (OTHER, None)  # one of two closed: still held
+    assert u.logout(("ip", "vm", "imapd", OTHER), 700) == (OTHER, "changed")
+    assert u.deadline(OTHER) == 730 and u.open_count == 0
+
+
+def test_restored_floor_is_kept_after_the_sessions_close() -> None:
+    """A floor above the sessions (a later sessionless login) still holds once the restored sessions close."""
+    u = Tracker(grace=30, max_session=3600)
+    u.restore(IP, 3730, "p", 2000, [(("s", 1), [100])])
+    assert u.logout(("s", 1), 500) == (IP, "changed")
+    assert u.deadline(IP) == 2000
+
+
+def test_restore_respects_max_sessions() -> None:
+    """Restoring more sessions than max_sessions closes the oldest as if its logout were lost."""
+    u = Tracker(grace=30, max_session=3600, max_sessions=2)
+    u.restore(IP, 3730, "p", 130, [(("s", 1), [100]), (("s", 2), [110]), (("s", 3), [120])])
+    assert u.open_count == 2
+    assert u.logout(("s", 1), 500) is None
+
+
+def test_touched_names_session_changes_that_move_no_deadline() -> None:
+    """take_touched() reports a logout that closed one of two sessions, though the deadline stayed."""
+    t = Tracker(grace=30, max_session=3600)
+    t.login(IP, 100, session=("s", 1))
+    t.login(IP, 110, session=("s", 2))
+    t.login(OTHER, 110)
+    assert t.take_touched() == {IP}
+    assert t.take_touched() == set()
+    assert t.logout(("s", 1), 200) == (IP, None)
+    assert t.take_touched() == {IP}
+
+
+# ------------------------------------------------------------------ journal --
+
+
+def test_journal_keeps_sessions_and_keys_as_tuples(tmp_path: Path) -> None:
+    """Floor and sessions come back exactly, keys as tuples (None and spaces included); IPs without sessions have none."""
+    j = StateJournal(str(tmp_path / "s"))
+    key = ("pid", "a host", None, "4242")
+    j.append({IP: (3730.5, "dovecot-login"), OTHER: (130.0, "courier-login")},
+             sessions={IP: (130.25, [(key, [100.125, 101.0])])})
+    j.close()
+    loaded = StateJournal(str(tmp_path / "s")).load(now=0)
+    assert loaded.bad_lines == 0
+    assert loaded.deadlines == {IP: 3730.5, OTHER: 130.0}
+    assert loaded.patterns[IP] == "dovecot-login"
+    assert loaded.sessions == {IP: (130.25, [(key, [100.125, 101.0])])}
+
+
+def test_a_later_line_without_sessions_closes_them(tmp_path: Path) -> None:
+    """The last line wins for sessions too: a plain line after one with sessions means none are open."""
+    j = StateJournal(str(tmp_path / "s"))
+    j.append({IP: (3730.0, "p")}, sessions={IP: (130.0, [(("s", 1), [100.0])])})
+    j.append({IP: (530.0, "p")})
+    assert StateJournal(str(tmp_path / "s")).load(now=0).sessions == {}
+    j.append({IP: (3730.0, "p")}, sessions={IP: (130.0, [(("s", 1), [100.0])])})
+    j.append(removed=[IP])
+    assert StateJournal(str(tmp_path / "s")).load(now=0).sessions == {}
+
+
+def test_compact_keeps_sessions(tmp_path: Path) -> None:
+    """Compaction writes the sessions of the IPs that have them."""
+    j = StateJournal(str(tmp_path / "s"))
+    j.compact({IP: (3730.0, "p"), OTHER: (130.0, "q")}, {IP: (130.0, [(("s", 1), [100.0])])})
+    loaded = StateJournal(str(tmp_path / "s")).load(now=0)
+    assert loaded.sessions == {IP: (130.0, [(("s", 1), [100.0])])} and set(loaded.deadlines) == {IP, OTHER}
+
+
+def test_malformed_session_fields_are_bad_lines(tmp_path: Path) -> None:
+    """Broken JSON, a session without starts, or a bad floor: the line is counted and skipped, the rest loads."""
+    path = tmp_path / "s"
+    path.write_bytes(
+        b"+ 192.0.2.1 500.0 p 130.0 [[[\"s\",1],[100.0]]]\n"
+        b"+ 192.0.2.2 500.0 p 130.0 [[[\"s\",2],[100.0]\n"
+        b"+ 192.0.2.3 500.0 p 130.0 [[[\"s\",3],[]]]\n"
+        b"+ 192.0.2.4 500.0 p x [[[\"s\",4],[100.0]]]\n"
+        b"+ 192.0.2.5 500.0 p 130.0 {\"a\": 1}\n"
+    )
+    loaded = StateJournal(str(path)).load(now=0)
+    assert set(loaded.deadlines) == {"192.0.2.1"} and loaded.bad_lines == 4
+    assert loaded.sessions == {"192.0.2.1": (130.0, [(("s", 1), [100.0])])}
+
+
+# ------------------------------------------------------------------ service --
+
+LOGIN = (b"<22>Nov 29 14:22:55 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, "
+         b"rip=%s, lip=192.0.2.1, mpid=13339, session=<%s>")
+LOGOUT = b"<22>Nov 29 14:30:00 vm dovecot: pop3(alice)<13339><%s>: Disconnected: Logged out top=0/0, retr=0/0, del=0/1, size=160"
+
+
+def test_open_session_survives_restart_and_its_logout_still_shortens(tmp_path: Path) -> None:
+    """A Dovecot session open across a restart keeps the IP authorised; its logout after the restart starts the grace."""
+    service, reactor = start(tmp_path)  # grace 60, max_session 86400
+    service.receive(LOGIN % (b"192.0.2.40", b"Ks1"), "127.0.0.1")
+    reactor.advance(0)
+    service, reactor = restart(tmp_path, service, at=1000)
+    assert service.tracker.open_sessions("192.0.2.40") == 1
+    assert map_keys(tmp_path) == {"192.0.2.40"}
+    service.receive(LOGOUT % b"Ks1", "127.0.0.1")
+    assert service.tracker.deadline("192.0.2.40") == 1060
+    assert service.tracker.open_count == 0
+    reactor.advance(60)
+    assert map_keys(tmp_path) == set()
+    service.stopService()
+
+
+def test_a_logout_that_moves_no_deadline_is_journalled_by_the_tick(tmp_path: Path) -> None:
+    """One of two sessions closed: no commit is due, the next tick journals it, and a restart finds one session."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % (b"192.0.2.41", b"Ka"), "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.41", b"Kb"), "127.0.0.1")
+    reactor.advance(0)
+    service.receive(LOGOUT % b"Ka", "127.0.0.1")
+    reactor.advance(5)  # one expiry tick, no commit
+    loaded = StateJournal(str(tmp_path / "map.state")).load(now=5)
+    assert [key[-1] for key, _ in loaded.sessions["192.0.2.41"][1]] == ["Kb"]
+    service, reactor = restart(tmp_path, service, at=10)
+    assert service.tracker.open_sessions("192.0.2.41") == 1
+    service.stopService()
+
+
+def test_sessions_survive_compaction_at_start(tmp_path: Path) -> None:
+    """Two restarts in a row (each compacts the journal) still keep the session."""
+    service, reactor = start(tmp_path)
+    service.receive(LOGIN % (b"192.0.2.42", b"Kc"), "127.0.0.1")
+    reactor.advance(0)
+    service, reactor = restart(tmp_path, service, at=100)
+    service, reactor = restart(tmp_path, service, at=200)
+    assert service.tracker.open_sessions("192.0.2.42") == 1
+    service.receive(LOGOUT % b"Kc", "127.0.0.1")
+    assert service.tracker.deadline("192.0.2.42") == 260
+    service.stopService()
+
+
+def test_offline_list_shows_open_sessions_and_add_keeps_them(tmp_path: Path) -> None:
+    """With the service stopped, list reads session counts from the journal; add raises the floor and keeps them."""
+    service, reactor = restart(tmp_path, _Stopped(), at=time.time())
+    service.receive(LOGIN % (b"192.0.2.43", b"Kd"), "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.44", b"Ke"), "127.0.0.1")
+    service.receive(LOGOUT % b"Ke", "127.0.0.1")
+    reactor.advance(0)
+    service.stopService()
+    config = Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60})
+    listed = {e["ip"]: e["open_sessions"] for e in admin.request(config, {"cmd": "list"})["entries"]}
+    assert listed == {"192.0.2.43": 1, "192.0.2.44": 0}
+    admin.request(config, {"cmd": "add", "ip": "192.0.2.43", "grace": 200_000})
+    listed = {e["ip"]: e["open_sessions"] for e in admin.request(config, {"cmd": "list"})["entries"]}
+    assert listed["192.0.2.43"] == 1
+    service, reactor = restart(tmp_path, _Stopped(), at=time.time())
+    assert service.tracker.open_sessions("192.0.2.43") == 1
+    assert service.tracker.deadline("192.0.2.43") > time.time() + 199_000
+    service.stopService()
+
+
+class _Stopped:
+    """A service already stopped (restart() stops the one it is given)."""
+
+    def stopService(self) -> None:  # noqa: N802
+        pass
