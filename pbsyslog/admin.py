@@ -59,7 +59,6 @@ def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> d
 
 def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
     """Carry out a request on the files, holding the service's lock."""
-    from pbsyslog.mapfile import MapFile
     from pbsyslog.patterns import normalise_ip
     from pbsyslog.state import StateJournal
 
@@ -99,7 +98,8 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
                     floor, keyed = loaded.sessions[ip]
                     sessions[ip] = (max(floor, deadline), keyed)
                 journal.append({ip: (deadline, "manual")}, sessions=sessions)
-            _map(config).apply(add=[ip])
+            journal.close()
+            _apply(config, add=[ip])
             return {"ok": True, "ip": ip}
         if cmd in ("del", "flush"):
             if cmd == "del":
@@ -111,11 +111,7 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
                 gone = sorted(loaded.deadlines)
             journal.append(removed=gone)
             journal.close()
-            m = _map(config)
-            try:
-                m.apply(remove=gone)
-            finally:
-                m.close()
+            _apply(config, remove=gone)
             return {"ok": True, "removed": bool(gone) if cmd == "del" else len(gone)}
         raise AdminError(f"unknown command {cmd!r}")
 
@@ -127,9 +123,28 @@ def _open_sessions(loaded: Any, ip: str, cutoff: float) -> int:
     return sum(1 for _, starts in loaded.sessions[ip][1] for start in starts if start > cutoff)
 
 
-def _map(config: Config) -> Any:
-    from pbsyslog.mapfile import MapFile
+def _apply(config: Config, add: list[str] = (), remove: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Write one change to every file map the service keeps (its primary map and the [[output]] files).
 
-    if not os.path.isdir(os.path.dirname(os.path.abspath(config.dbfile))):
-        raise AdminError(f"the map's directory for {config.dbfile} does not exist")
-    return MapFile(config.dbfile, config.map_value)
+    A PostgreSQL output is left to the service: its rows carry deadlines
+    that only the service computes, and it resyncs the table at start-up.
+    """
+    from pbsyslog.config import PGSQL_KIND
+    from pbsyslog.mapfile import DBError, open_output
+
+    for spec in config.all_outputs():
+        if spec.kind == PGSQL_KIND:
+            continue
+        if not os.path.isdir(os.path.dirname(os.path.abspath(spec.path))):
+            raise AdminError(f"the directory of the {spec.kind} map {spec.path} does not exist")
+        try:
+            writer = open_output(spec.kind, spec.path, spec.value)
+            try:
+                writer.apply(add=add, remove=remove)
+            finally:
+                writer.close()
+        except DBError as e:
+            raise AdminError(
+                f"cannot write the {spec.kind} map {spec.path}: {e}; the state journal has the change, "
+                f"and the service rebuilds its maps from it when it starts"
+            ) from None

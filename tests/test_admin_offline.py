@@ -1,0 +1,72 @@
+"""The administrator's commands with the service stopped reach every file map the service keeps, in its flavour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pbsyslog import admin
+from pbsyslog.config import Config
+from pbsyslog.mapfile import open_output
+
+IP = "192.0.2.7"
+
+
+def config(tmp_path: Path) -> Config:
+    """A btree primary map plus Sendmail and Exim outputs, all under tmp_path."""
+    return Config.from_mapping({
+        "dbfile": str(tmp_path / "map"), "map_kind": "postfix-btree", "grace": 60,
+        "output": [
+            {"kind": "sendmail-access", "path": str(tmp_path / "access")},
+            {"kind": "exim-dbm", "path": str(tmp_path / "exim")},
+        ],
+    })
+
+
+def keys(kind: str, path: Path) -> set[str]:
+    writer = open_output(kind, str(path))
+    try:
+        return writer.keys()
+    finally:
+        writer.close()
+
+
+def stored(kind: str, path: Path) -> list[bytes]:
+    writer = open_output(kind, str(path))
+    try:
+        return writer.stored_keys(IP)
+    finally:
+        writer.close()
+
+
+MAPS = [("postfix-btree", "map"), ("sendmail-access", "access"), ("exim-dbm", "exim")]
+
+
+def test_offline_add_and_del_reach_every_output(tmp_path: Path) -> None:
+    """add writes the address to the btree primary and both outputs, each in its own key form; del takes it from all."""
+    cfg = config(tmp_path)
+    assert admin.request(cfg, {"cmd": "add", "ip": IP})["ip"] == IP
+    for kind, name in MAPS:
+        assert keys(kind, tmp_path / name) == {IP}, kind
+    assert stored("sendmail-access", tmp_path / "access") == [b"connect:192.0.2.7"]  # makemap folds keys to lower case
+    assert admin.request(cfg, {"cmd": "del", "ip": IP})["removed"] is True
+    for kind, name in MAPS:
+        assert keys(kind, tmp_path / name) == set(), kind
+
+
+def test_offline_flush_empties_every_output(tmp_path: Path) -> None:
+    """flush removes every journalled address from every output."""
+    cfg = config(tmp_path)
+    admin.request(cfg, {"cmd": "add", "ip": IP})
+    admin.request(cfg, {"cmd": "add", "ip": "2001:db8::7"})
+    assert admin.request(cfg, {"cmd": "flush"})["removed"] == 2
+    for kind, name in MAPS:
+        assert keys(kind, tmp_path / name) == set(), kind
+
+
+def test_unreadable_output_is_a_clear_error(tmp_path: Path) -> None:
+    """An output Berkeley DB cannot open gives an AdminError that names it (exit status 2), not a traceback."""
+    (tmp_path / "access.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(admin.AdminError, match="sendmail-access map .*access"):
+        admin.request(config(tmp_path), {"cmd": "add", "ip": IP})
