@@ -99,7 +99,16 @@ class Outputs:
         wanted = set(keys)
         for table in self._tables.values():
             table.replace_all(wanted)
-        changes = [writer.replace_all(wanted) for writer in self._files()]
+        files = self._files()
+        changes = [writer.replace_all(wanted) for writer in files]
+        # The caller logs the primary's changes address by address; an
+        # output that had drifted from it (an offline change, a file
+        # restored by hand) is said here, once per output.
+        names = {id(w): n for n, w in zip(self.names, self.writers)}
+        for writer, (added, removed) in zip(files[1:], changes[1:]):
+            if added != changes[0][0] or removed != changes[0][1]:
+                log.info("repaired {name}: {a} added, {r} removed to match the authorised set",
+                         name=names[id(writer)], a=len(added), r=len(removed))
         return changes[0]
 
     def keys(self) -> set[str]:

@@ -68,3 +68,23 @@ def test_writes_and_errors_counted_per_output(tmp_path: Path) -> None:
     a, b = f"postfix-hash:{tmp_path}/a", f"exim-dbm:{tmp_path}/b"
     assert outputs.writes == {a: 2, b: 1} and outputs.errors == {a: 0, b: 1}
     outputs.close()
+
+
+def test_an_output_that_drifted_is_repaired_and_said_once(tmp_path: Path) -> None:
+    """replace_all brings a second output that differs from the primary in line, and logs that it did, once."""
+    from twisted.logger import capturedLogs
+
+    drifted = open_output("exim-dbm", str(tmp_path / "exim"))
+    drifted.apply(add=["192.0.2.99"])
+    drifted.close()
+    outputs = Outputs([OutputSpec("postfix-hash", str(tmp_path / "map")),
+                       OutputSpec("exim-dbm", str(tmp_path / "exim"))], 0.0)
+    with capturedLogs() as events:
+        assert outputs.replace_all(["192.0.2.7"]) == ({"192.0.2.7"}, set())
+    repaired = [e for e in events if "repaired" in e["log_format"]]
+    assert [(e["name"], e["a"], e["r"]) for e in repaired] == [(f"exim-dbm:{tmp_path / 'exim'}", 1, 1)]
+    assert outputs.writers[1].keys() == {"192.0.2.7"}
+    with capturedLogs() as events:
+        outputs.replace_all(["192.0.2.7"])
+    assert not [e for e in events if "repaired" in e["log_format"]]
+    outputs.close()
