@@ -41,6 +41,7 @@ _DIGITS = re.compile(rb"[0-9]{1,%d}" % (_MAX_COUNT_DIGITS + 1))
 
 # Bytes stripped from the end of every frame.
 _TRAILER = b"\r\n\x00"
+TRAILER = _TRAILER  # what a frame loses at its end (the UDP listener strips it inline)
 
 
 def _find_end(data: bytes, start: int) -> int:

@@ -37,6 +37,7 @@ from pbsyslog.protocol import (
     SyslogDatagramProtocol,
     SyslogStreamFactory,
     TransportCounters,
+    listen_udp,
 )
 from pbsyslog.relp import listen_relp
 from pbsyslog.socketmap import SocketmapFactory
@@ -206,6 +207,8 @@ class PbsyslogService(Service):
         self.transport_counters.append((listener, counters))
         ctx = Listening(
             sink=lambda frame, peer: self.receive(frame, peer, gate.hostnames),
+            sink_batch=(lambda frames: self.receive_batch(frames, gate.hostnames))
+            if listener.protocol == "udp" else None,
             allowed=gate.allows,
             refused=self.refused,
             counters=counters,
@@ -214,10 +217,7 @@ class PbsyslogService(Service):
             tls_peers=listener.tls_peers,
         )
         if listener.protocol == "udp":
-            port = self.reactor.listenUDP(
-                listener.port, SyslogDatagramProtocol(ctx),
-                interface=listener.host, maxPacketSize=MAX_DATAGRAM,
-            )
+            port = listen_udp(self.reactor, listener.port, SyslogDatagramProtocol(ctx), listener.host, MAX_DATAGRAM)
         elif listener.protocol == "tls":
             options = server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
             port = self.reactor.listenSSL(listener.port, SyslogStreamFactory(ctx), options, interface=listener.host)
@@ -371,25 +371,46 @@ class PbsyslogService(Service):
 
     def receive(self, frame: bytes, peer: str, hostnames: frozenset[str] | None = None) -> None:
         """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
-        change = self.pipeline.feed(frame, self.reactor.seconds(), hostnames)
-        if change is None:
+        now = self.reactor.seconds()
+        change = self.pipeline.feed(frame, now, hostnames)
+        if change is not None:
+            self._changed(change[0], change[2], now)
+        else:
             counters = self.pipeline.counters
-            if counters.full != self._full_seen:
-                self._warn_full()
-            elif counters.refused != self._refused_seen:
-                self._refused_seen = counters.refused
-                ip, reason = self.pipeline.last_ignored or ("?", "?")
-                log.debug("ignored login from {ip} ({reason})", ip=ip, reason=reason)
-            return
-        ip, _, kind = change
+            if counters.full != self._full_seen or counters.refused != self._refused_seen:
+                self._noticed()
+
+    def receive_batch(self, frames: list[bytes], hostnames: frozenset[str] | None = None) -> None:
+        """``receive`` for the frames of one UDP read, in order, all received ``now``."""
+        now = self.reactor.seconds()
+        feed = self.pipeline.feed
+        counters = self.pipeline.counters
+        for frame in frames:
+            change = feed(frame, now, hostnames)
+            if change is not None:
+                self._changed(change[0], change[2], now)
+            elif counters.full != self._full_seen or counters.refused != self._refused_seen:
+                self._noticed()
+
+    def _noticed(self) -> None:
+        """A login was refused (tracker full) or ignored (never list): warn, or log it at debug level."""
+        counters = self.pipeline.counters
+        if counters.full != self._full_seen:
+            self._warn_full()
+        if counters.refused != self._refused_seen:
+            self._refused_seen = counters.refused
+            ip, reason = self.pipeline.last_ignored or ("?", "?")
+            log.debug("ignored login from {ip} ({reason})", ip=ip, reason=reason)
+
+    def _changed(self, ip: str, kind: str, now: float) -> None:
+        """A deadline moved: journal it with the next commit, and schedule that commit."""
         self._pending_state.add(ip)
         if kind == "added":
-            self._pending_adds.setdefault(ip, self.reactor.seconds())
+            self._pending_adds.setdefault(ip, now)
         if self._flush_call is None or not self._flush_call.active():
             # Coalesce: an isolated login is committed on the next reactor
             # turn; during a burst, at most one commit per commit_interval
             # (each map commit makes every idle smtpd restart).
-            now = self.reactor.seconds()
             delay = max(0.0, self._last_commit + self.config.commit_interval - now)
             self._flush_call = self.reactor.callLater(delay, self.flush)
 

@@ -3,6 +3,8 @@
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbsyslog.networks import NeverList, from_postconf, parse_mynetworks
 
@@ -66,3 +68,66 @@ def test_real_postconf() -> None:
     nets, _ = from_postconf()
     assert all(isinstance(n, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for n in nets)
     assert nets, "postconf -xh mynetworks gave no network at all"
+
+
+def reference_reason(never: NeverList, ip: str) -> str | None:
+    """The rule as ipaddress states it (NeverList's first version): what the integer checks must agree with."""
+    address = ipaddress.ip_address(ip)
+    if address.is_unspecified or address.is_multicast:
+        return "special"
+    if isinstance(address, ipaddress.IPv4Address) and address == ipaddress.IPv4Address("255.255.255.255"):
+        return "special"
+    if address.is_loopback and not never.authorise_loopback:
+        return "special"
+    if address.is_link_local and not never.authorise_link_local:
+        return "special"
+    if any(address in n for n in never.never):
+        return "never"
+    if any(address in n for n in never.mynetworks):
+        return "mynetworks"
+    return None
+
+
+# Addresses near the edges of the special ranges, as well as anywhere.
+EDGES = [
+    "0.0.0.0", "0.0.0.1", "126.255.255.255", "127.0.0.0", "127.255.255.255", "128.0.0.0",
+    "169.253.255.255", "169.254.0.0", "169.254.255.255", "169.255.0.0", "223.255.255.255",
+    "224.0.0.0", "239.255.255.255", "240.0.0.0", "255.255.255.254", "255.255.255.255",
+    "::", "::1", "::2", "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fe80::", "febf::1", "fec0::",
+    "feff::1", "ff00::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8::7",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ip=st.one_of(st.sampled_from(EDGES), st.ip_addresses().map(str)),
+    networks=st.lists(st.ip_addresses().flatmap(
+        lambda a: st.integers(0, a.max_prefixlen).map(lambda n: ipaddress.ip_network(f"{a}/{n}", strict=False))),
+        max_size=4),
+    split=st.integers(0, 4),
+    loopback=st.booleans(),
+    link_local=st.booleans(),
+)
+def test_integer_checks_agree_with_ipaddress(
+    ip: str, networks: list, split: int, loopback: bool, link_local: bool
+) -> None:
+    """For any address and any never / mynetworks lists, reason() says what ipaddress's rules say."""
+    ip = str(ipaddress.ip_address(ip))
+    never = NeverList(mynetworks=networks[:split], never=networks[split:],
+                      authorise_loopback=loopback, authorise_link_local=link_local)
+    assert never.reason(ip) == reference_reason(never, ip)
+
+
+def test_reason_refuses_what_is_no_address() -> None:
+    """Not an address: ValueError, as before."""
+    with pytest.raises(ValueError):
+        NeverList().reason("192.0.2")
+
+
+@pytest.mark.parametrize("ip", EDGES)
+@pytest.mark.parametrize("loopback", [False, True])
+@pytest.mark.parametrize("link_local", [False, True])
+def test_edges_of_the_special_ranges(ip: str, loopback: bool, link_local: bool) -> None:
+    """Every edge address, with and without the allowances, as ipaddress's rules say."""
+    never = NeverList(authorise_loopback=loopback, authorise_link_local=link_local)
+    assert never.reason(ip) == reference_reason(never, ip)
