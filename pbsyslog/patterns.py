@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from pbsyslog.syslog import CANONICAL_PRIS, FAST_HEADER, SyslogMessage
+from pbsyslog.syslog import FAST_HEADER, FAST_PRI_HEADER, SyslogMessage
 
 __all__ = [
     "ENTRY_KINDS",
@@ -166,6 +166,7 @@ class _Rule(NamedTuple):
 _Route = tuple["tuple[str, ...] | None", tuple[_Rule, ...]]
 _UNSEEN: Any = object()
 _header = FAST_HEADER.match
+_pri_header = FAST_PRI_HEADER.match
 _MAX_ROUTES = 4096
 
 
@@ -270,14 +271,15 @@ class PatternTable:
         used.  The CR LF NUL ``parse`` strips from the end only ever make
         the raw bytes start with more, never less.
         """
-        pos = 0
-        if frame.startswith(b"<"):
-            pos = frame.find(b">", 1, 5) + 1
-            if frame[:pos] not in CANONICAL_PRIS:
-                return False
-        m = _header(frame, pos)
+        m = _pri_header(frame)
         if m is None:
-            return False
+            # A PRI that is not canonical, or a header parse reads otherwise:
+            # parse it.  No PRI at all: the header alone.
+            if frame.startswith(b"<"):
+                return False
+            m = _header(frame)
+            if m is None:
+                return False
         tag = m.group(2)
         gate = self._tag_gates.get(tag, _UNSEEN)
         if gate is _UNSEEN:
