@@ -125,6 +125,7 @@ class Config:
     max_connections_per_peer: int = 32
     idle_timeout: float = 86400.0
     udp_rate: float = 20000.0
+    udp_receive_buffer: int = 32 << 20  # bytes asked for each UDP socket's receive queue (0: the OS default)
     max_tracked: int = 1_000_000
     # Logout tracking: an open session keeps its IP authorised (at most
     # max_session seconds); two-line logins: connect lines remembered.
@@ -142,7 +143,7 @@ class Config:
         known = {
             "grace", "expire_interval", "commit_interval", "dbfile", "map_kind", "output", "map_value", "patterns",
             "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote", "max_frame", "listen",
-            "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "max_tracked",
+            "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "udp_receive_buffer", "max_tracked",
             "socketmap", "metrics", "logout_tracking", "max_session", "max_pending", "pending_age",
         }
         unknown = sorted(set(raw) - known)
@@ -202,6 +203,8 @@ class Config:
             kwargs["idle_timeout"] = _seconds(raw["idle_timeout"], "idle_timeout", allow_zero=True)
         if "udp_rate" in raw:
             kwargs["udp_rate"] = _rate(raw["udp_rate"], "udp_rate")
+        if "udp_receive_buffer" in raw:
+            kwargs["udp_receive_buffer"] = _int(raw["udp_receive_buffer"], "udp_receive_buffer", 0, 1 << 30)
         if "socketmap" in raw:
             if not isinstance(raw["socketmap"], list):
                 raise ConfigError("socketmap: expected [[socketmap]] tables")

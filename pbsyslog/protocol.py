@@ -32,6 +32,7 @@ from twisted.protocols.policies import TimeoutMixin
 
 from zope.interface import implementer
 
+from pbsyslog import recvmmsg
 from pbsyslog.framing import TRAILER, StreamFramer
 from pbsyslog.tls import matches_pins
 
@@ -42,12 +43,15 @@ Notify = Callable[[str], None]
 
 # The largest UDP payload there is; Twisted's default (8192) would truncate.
 MAX_DATAGRAM = 65535
-# The receive buffer asked for on UDP sockets: the kernel's default (about
-# 200 KiB, some 1,500 syslog lines) overflows during a burst while the
-# reactor is busy (a map commit, a tick), and UDP has no way to slow the
-# sender down.  As rsyslog's imudp does: SO_RCVBUFFORCE when privileged
-# (it may exceed net.core.rmem_max), else SO_RCVBUF (capped by it).
-UDP_RCVBUF = 4 << 20
+# The receive buffer asked for on UDP sockets is the config's
+# udp_receive_buffer (32 MiB by default): the kernel's default (about 200
+# KiB, some 250 syslog lines: Linux charges each queued datagram about
+# 832 bytes however short it is) overflows during a burst while the reactor
+# is busy (a map commit, a tick), and UDP has no way to slow the sender
+# down.  32 MiB holds about 80,000 lines, half a second of a flood; the
+# kernel charges it only while lines are queued.  As rsyslog's imudp does:
+# SO_RCVBUFFORCE when privileged (it may exceed net.core.rmem_max), else
+# SO_RCVBUF (capped by it).
 # Python's socket module does not export it; Linux's value (asm-generic/socket.h).
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 
@@ -76,6 +80,7 @@ class Limits:
     max_connections_per_peer: int = 32
     idle_timeout: float = 0.0
     udp_rate: float = 0.0  # datagrams per second per peer; burst is one second's worth
+    udp_receive_buffer: int = 0  # bytes asked for a UDP socket's receive queue; 0: the OS default
 
 
 @attrs.frozen
@@ -133,12 +138,13 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.rcvbuf: int | None = None  # what the kernel gave (getsockopt), once listening
 
     def startProtocol(self) -> None:  # noqa: N802 (Twisted's name)
-        """Enlarge the socket's receive buffer (see UDP_RCVBUF); log what the kernel gave."""
+        """Enlarge the socket's receive buffer to udp_receive_buffer (see above); log what the kernel gave."""
         sock = getattr(self.transport, "socket", None)
-        if sock is None:  # a fake transport (tests): nothing to size
+        want = self._ctx.limits.udp_receive_buffer
+        if sock is None or not want:  # a fake transport (tests), or the OS default wanted
             return
-        self.rcvbuf = set_receive_buffer(sock, UDP_RCVBUF)
-        log.info("UDP receive buffer: {got} bytes (asked for {want})", got=self.rcvbuf, want=UDP_RCVBUF)
+        self.rcvbuf = set_receive_buffer(sock, want)
+        log.info("UDP receive buffer: {got} bytes (asked for {want})", got=self.rcvbuf, want=want)
 
     def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802 (Twisted's name)
         self.datagramsReceived([(data, addr[0])])
@@ -192,26 +198,43 @@ class SyslogDatagramProtocol(DatagramProtocol):
 
 
 class BatchingUDPPort(udp.Port):
-    """Twisted's UDP port, reading as it does, but handing each read's datagrams over as one batch.
+    """Twisted's UDP port, handing each read's datagrams over as one batch, read with recvmmsg where there is one.
 
-    ``doRead`` is Twisted's loop (up to ``maxThroughput`` bytes per call,
-    the same errors ignored or raised) with ``datagramsReceived(batch)``
-    called once at the end instead of ``datagramReceived`` per datagram:
-    the per-datagram Python calls, not the socket, cost most here.
+    ``doRead`` reads what is queued (at most ``max_batch`` datagrams, or
+    Twisted's ``maxThroughput`` bytes with plain ``recvfrom``), ignores or
+    raises the errors Twisted's own port does, and calls
+    ``datagramsReceived(batch)`` once instead of ``datagramReceived`` per
+    datagram.  On this path the system calls and the per-datagram Python
+    calls cost more than the syslog parsing: ``recvmmsg`` (``pbsyslog.recvmmsg``)
+    reads up to 64 datagrams per call.
     """
 
+    max_batch = 1024
+    _receiver: Any = None
+
+    def startListening(self) -> None:  # noqa: N802 (Twisted's name)
+        super().startListening()
+        if recvmmsg.available():
+            self._receiver = recvmmsg.Receiver(self.socket)
+
     def doRead(self) -> None:  # noqa: N802 (Twisted's name)
-        recvfrom = self.socket.recvfrom
-        size = self.maxPacketSize
-        limit = self.maxThroughput
         batch: list[tuple[bytes, str]] = []
-        append = batch.append
-        read = 0
         try:
-            while read < limit:
-                data, addr = recvfrom(size)
-                append((data, addr[0]))
-                read += len(data)
+            receiver = self._receiver
+            if receiver is not None:
+                vlen = receiver.vlen
+                receive = receiver.receive
+                while len(batch) < self.max_batch and receive(batch) == vlen:
+                    pass
+            else:
+                recvfrom = self.socket.recvfrom
+                size = self.maxPacketSize
+                append = batch.append
+                read = 0
+                while read < self.maxThroughput:
+                    data, addr = recvfrom(size)
+                    append((data, addr[0]))
+                    read += len(data)
         except OSError as se:
             no = se.args[0]
             if no in udp._sockErrReadRefuse:
@@ -228,6 +251,12 @@ class BatchingUDPPort(udp.Port):
                 self.protocol.datagramsReceived(batch)
             except BaseException:
                 log.failure("UDP datagrams could not be handled")
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted's name)
+        super().connectionLost(reason)
+        if self._receiver is not None:
+            self._receiver.close()
+            self._receiver = None
 
 
 def listen_udp(reactor: Any, port: int, protocol: SyslogDatagramProtocol, interface: str, max_packet: int) -> Any:

@@ -88,6 +88,7 @@ class PbsyslogService(Service):
             max_connections_per_peer=config.max_connections_per_peer,
             idle_timeout=config.idle_timeout,
             udp_rate=config.udp_rate,
+            udp_receive_buffer=config.udp_receive_buffer,
         )
         self._full_seen = 0
         self._refused_seen = 0

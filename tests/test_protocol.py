@@ -1,5 +1,6 @@
 """Listener bounds: frame size, UDP rate, TCP connection caps and idle timeout, all counted."""
 
+import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -115,10 +116,10 @@ def test_full_tracker_refuses_new_keeps_old() -> None:
 
 
 def test_udp_receive_buffer_enlarged_when_listening() -> None:
-    """startProtocol asks for UDP_RCVBUF on the listening socket and records what the kernel gave."""
+    """startProtocol asks for udp_receive_buffer on the listening socket and records what the kernel gave."""
     import socket
 
-    from pbsyslog.protocol import UDP_RCVBUF
+    UDP_RCVBUF = 8 << 20
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -129,7 +130,8 @@ def test_udp_receive_buffer_enlarged_when_listening() -> None:
             def __init__(self) -> None:
                 self.socket = sock
 
-        proto = SyslogDatagramProtocol(Harness().ctx)
+        proto = SyslogDatagramProtocol(attrs.evolve(
+            Harness().ctx, limits=attrs.evolve(Harness().ctx.limits, udp_receive_buffer=UDP_RCVBUF)))
         proto.makeConnection(Port())
         got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         assert proto.rcvbuf == got >= before
