@@ -94,7 +94,7 @@ class Listening:
     limits: Limits
     clock: Any  # IReactorTime
     tls_peers: tuple[str, ...] = ()  # TLS only: client certificate pins; empty: any cert the CA signed
-    # UDP only: where the frames of one read go at once (in order); None: one by one to sink.
+    # Where the frames of one read go at once (in order); None: one by one to sink.
     sink_batch: BatchSink | None = None
 
 
@@ -322,11 +322,19 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
             return
         self.resetTimeout()
         framer = self._framer
-        sink, peer = self._ctx.sink, self._peer
+        ctx = self._ctx
         frames = framer.feed(data)
-        self._ctx.counters.frames += len(frames)
-        for frame in frames:
-            _deliver(sink, frame, peer)
+        if frames:
+            ctx.counters.frames += len(frames)
+            if ctx.sink_batch is not None:
+                try:
+                    ctx.sink_batch(frames)
+                except Exception:
+                    log.failure("{n} frames from {peer} could not be handled", n=len(frames), peer=self._peer)
+            else:
+                sink, peer = ctx.sink, self._peer
+                for frame in frames:
+                    _deliver(sink, frame, peer)
         oversize, malformed = framer.oversize, framer.malformed
         if oversize != self._oversize_seen or malformed != self._malformed_seen:
             counters = self._ctx.counters

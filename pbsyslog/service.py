@@ -208,8 +208,9 @@ class PbsyslogService(Service):
         self.transport_counters.append((listener, counters))
         ctx = Listening(
             sink=lambda frame, peer: self.receive(frame, peer, gate.hostnames),
+            # RELP acks each frame once it is handled: frame by frame.
             sink_batch=(lambda frames: self.receive_batch(frames, gate.hostnames))
-            if listener.protocol == "udp" else None,
+            if listener.protocol != "relp" else None,
             allowed=gate.allows,
             refused=self.refused,
             counters=counters,
@@ -382,7 +383,7 @@ class PbsyslogService(Service):
                 self._noticed()
 
     def receive_batch(self, frames: list[bytes], hostnames: frozenset[str] | None = None) -> None:
-        """``receive`` for the frames of one UDP read, in order, all received ``now``."""
+        """``receive`` for the frames of one read (a UDP batch, a TCP chunk), in order, all received now."""
         now = self.reactor.seconds()
         feed = self.pipeline.feed
         counters = self.pipeline.counters
