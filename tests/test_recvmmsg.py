@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -142,3 +143,12 @@ def test_port_batch_is_bounded() -> None:
         assert [d for d, _ in proto.batches[1]][:1] == [b"128"]
     finally:
         port.stopListening()
+
+
+def test_an_address_of_another_family_is_no_peer() -> None:
+    """A sockaddr that is neither IPv4 nor IPv6 gives "", which no allow list admits, rather than an error."""
+    from pbsyslog.trust import SenderFilter
+
+    name = socket.AF_UNIX.to_bytes(2, sys.byteorder) + b"/tmp/x"
+    assert recvmmsg._peer(name) == ""
+    assert not SenderFilter(["127.0.0.0/8", "::/0", "0.0.0.0/0"]).allows("")
