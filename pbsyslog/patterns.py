@@ -271,15 +271,12 @@ class PatternTable:
         used.  The CR LF NUL ``parse`` strips from the end only ever make
         the raw bytes start with more, never less.
         """
-        m = _pri_header(frame)
+        # A PRI and the header in one match (a PRI that is not canonical,
+        # or a header parse reads otherwise: parse it); no PRI (a log
+        # file's line): the header alone.
+        m = _pri_header(frame) if frame.startswith(b"<") else _header(frame)
         if m is None:
-            # A PRI that is not canonical, or a header parse reads otherwise:
-            # parse it.  No PRI at all: the header alone.
-            if frame.startswith(b"<"):
-                return False
-            m = _header(frame)
-            if m is None:
-                return False
+            return False
         tag = m.group(2)
         gate = self._tag_gates.get(tag, _UNSEEN)
         if gate is _UNSEEN:
