@@ -9,6 +9,7 @@ import pytest
 from pbsyslog import admin
 from pbsyslog.config import Config
 from pbsyslog.mapfile import open_output
+from test_outputs import keys_of
 
 IP = "192.0.2.7"
 
@@ -22,14 +23,6 @@ def config(tmp_path: Path) -> Config:
             {"kind": "exim-dbm", "path": str(tmp_path / "exim")},
         ],
     })
-
-
-def keys(kind: str, path: Path) -> set[str]:
-    writer = open_output(kind, str(path))
-    try:
-        return writer.keys()
-    finally:
-        writer.close()
 
 
 def stored(kind: str, path: Path) -> list[bytes]:
@@ -48,11 +41,11 @@ def test_offline_add_and_del_reach_every_output(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     assert admin.request(cfg, {"cmd": "add", "ip": IP})["ip"] == IP
     for kind, name in MAPS:
-        assert keys(kind, tmp_path / name) == {IP}, kind
+        assert keys_of(kind, tmp_path / name) == {IP}, kind
     assert stored("sendmail-access", tmp_path / "access") == [b"connect:192.0.2.7"]  # makemap folds keys to lower case
     assert admin.request(cfg, {"cmd": "del", "ip": IP})["removed"] is True
     for kind, name in MAPS:
-        assert keys(kind, tmp_path / name) == set(), kind
+        assert keys_of(kind, tmp_path / name) == set(), kind
 
 
 def test_offline_flush_empties_every_output(tmp_path: Path) -> None:
@@ -62,7 +55,7 @@ def test_offline_flush_empties_every_output(tmp_path: Path) -> None:
     admin.request(cfg, {"cmd": "add", "ip": "2001:db8::7"})
     assert admin.request(cfg, {"cmd": "flush"})["removed"] == 2
     for kind, name in MAPS:
-        assert keys(kind, tmp_path / name) == set(), kind
+        assert keys_of(kind, tmp_path / name) == set(), kind
 
 
 def test_unreadable_output_is_a_clear_error(tmp_path: Path) -> None:

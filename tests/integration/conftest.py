@@ -8,6 +8,7 @@ themselves live in harness.py.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from harness import (
     Rsyslog,
     RsyslogFactory,
 )
+from mta_tools import Exim, MtaTree, make_exim, mta_tree
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +45,11 @@ def pbsyslog_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbsys
         return service
 
     yield start
+    stop_all_and_fail_on_tracebacks(started)
+
+
+def stop_all_and_fail_on_tracebacks(started: Sequence[PbsyslogService]) -> None:
+    """Stop every service; fail if any of them logged a traceback (bad input must be dropped, not raised)."""
     for service in started:
         service.stop()
     broken = [service for service in started if service.tracebacks()]
@@ -51,6 +58,35 @@ def pbsyslog_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbsys
             "pbsyslog logged a traceback:\n" + "\n".join(s.describe() for s in broken),
             pytrace=False,
         )
+
+
+@pytest.fixture
+def services() -> Iterator[list[PbsyslogService]]:
+    """A list for the services a test starts itself (say, on one directory twice); checked as above at the end."""
+    started: list[PbsyslogService] = []
+    yield started
+    stop_all_and_fail_on_tracebacks(started)
+
+
+@pytest.fixture(scope="module")
+def tree() -> MtaTree:
+    """Debian's sendmail-bin and exim4 packages, downloaded and unpacked once (cached)."""
+    return mta_tree()
+
+
+@pytest.fixture
+def exim(tree: MtaTree) -> Iterator[Exim]:
+    """An Exim config whose connect ACL logs a hit when the client is in ``net-dbm;DIR/map``."""
+    box = make_exim(
+        tree,
+        acl_body=(
+            "  warn    hosts = net-dbm;@MAP@\n"
+            "          logwrite = PBSYSLOG net-dbm hit\n"
+            "  accept\n"
+        ),
+    )
+    yield box
+    shutil.rmtree(box.directory)
 
 
 @pytest.fixture(scope="module")

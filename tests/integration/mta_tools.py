@@ -122,6 +122,23 @@ def mta_tree() -> MtaTree:
 # -- Sendmail ---------------------------------------------------------------
 
 
+# Two rule sets over pbsyslog's Sendmail maps (format with access= and popauth=
+# paths): Connect_access answers the access map's value or NOTFOUND for
+# ${client_addr}; Is_popauth_ok answers YES or NO for the bare address.
+SENDMAIL_RULES = """\
+Kaccess hash -T<TMPF> {access}
+Kpopauth hash -a<OK> {popauth}
+SConnect_access
+R$*\t\t$: $(access Connect:$&{{client_addr}} $: <?> $)
+R<?>\t\t$@ NOTFOUND
+R$*\t\t$@ $1
+SIs_popauth_ok
+R$*\t\t$: $(popauth $&{{client_addr}} $: <?> $)
+R<?>\t\t$@ NO
+R$*\t\t$@ YES
+"""
+
+
 def sendmail_cf(directory: Path, body: str) -> Path:
     """Write a minimal sendmail.cf (queue in ``directory``, maps allowed under world-writable /tmp) plus ``body``."""
     (directory / "queue").mkdir(exist_ok=True)

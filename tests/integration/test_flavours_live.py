@@ -23,16 +23,14 @@ Sendmail and Exim run only in their test modes.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness import PbsyslogService, dovecot_login, postmap_q, run_postmap, wait_for
-from mta_tools import Exim, MtaTree, make_exim, makemap_dump, mta_tree, sendmail_cf, sendmail_test_mode
+from mta_tools import SENDMAIL_RULES, Exim, MtaTree, makemap_dump, sendmail_cf, sendmail_test_mode
 
 PBSYSLOG = str(Path(sys.executable).parent / "pbsyslog")
 
@@ -54,18 +52,6 @@ POPAUTH_ENTRIES = {
     SHORT: [("192.0.2.9", "OK")],
 }
 
-SENDMAIL_RULES = """\
-Kaccess hash -T<TMPF> {access}
-Kpopauth hash -a<OK> {popauth}
-SConnect_access
-R$*\t\t$: $(access Connect:$&{{client_addr}} $: <?> $)
-R<?>\t\t$@ NOTFOUND
-R$*\t\t$@ $1
-SIs_popauth_ok
-R$*\t\t$: $(popauth $&{{client_addr}} $: <?> $)
-R<?>\t\t$@ NO
-R$*\t\t$@ YES
-"""
 
 # Long enough that no expiry tick runs during the module: SHORT must leave
 # the maps at start-up, not through a tick of the first service.
@@ -208,39 +194,7 @@ def journal_ips(config: Path) -> set[str]:
     return {entry["ip"] for entry in json.loads(result.stdout)["entries"]}
 
 
-@pytest.fixture(scope="module")
-def tree() -> MtaTree:
-    """Debian's sendmail-bin and exim4 packages, downloaded and unpacked once (cached)."""
-    return mta_tree()
 
-
-@pytest.fixture
-def exim(tree: MtaTree) -> Iterator[Exim]:
-    """Exim whose connect ACL logs a hit when the client is in ``net-dbm;DIR/map``."""
-    box = make_exim(
-        tree,
-        acl_body=(
-            "  warn    hosts = net-dbm;@MAP@\n"
-            "          logwrite = PBSYSLOG net-dbm hit\n"
-            "  accept\n"
-        ),
-    )
-    yield box
-    shutil.rmtree(box.directory)
-
-
-@pytest.fixture
-def services() -> Iterator[list[PbsyslogService]]:
-    """Every service a test starts; stopped at the end, and none may have logged a traceback."""
-    started: list[PbsyslogService] = []
-    yield started
-    for service in started:
-        service.stop()
-    broken = [service for service in started if service.tracebacks()]
-    if broken:
-        pytest.fail(
-            "pbsyslog logged a traceback:\n" + "\n".join(s.describe() for s in broken), pytrace=False
-        )
 
 
 def test_flavours_follow_the_running_service(

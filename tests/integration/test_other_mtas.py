@@ -8,9 +8,7 @@ checks the lookup hits, removes the address and checks it misses.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +16,10 @@ from bsddb3 import db
 
 from harness import run_postmap
 from mta_tools import (
+    SENDMAIL_RULES,
     Exim,
     MtaTree,
-    make_exim,
     makemap_dump,
-    mta_tree,
     UNSAFE_DIR_WARNING,
     run_checked,
     sendmail_argv,
@@ -37,25 +34,6 @@ V4, V6, OTHER = "192.0.2.7", "2001:db8::7", "192.0.2.8"
 V6_SENDMAIL = "IPv6:2001:db8:0:0:0:0:0:7"
 
 
-@pytest.fixture(scope="module")
-def tree() -> MtaTree:
-    """Debian's sendmail-bin and exim4 packages, downloaded and unpacked once."""
-    return mta_tree()
-
-
-@pytest.fixture
-def exim(tree: MtaTree) -> Iterator[Exim]:
-    """An Exim config whose connect ACL logs which of pbsyslog's keys a client hits (map: DIR/map)."""
-    box = make_exim(
-        tree,
-        acl_body=(
-            "  warn    hosts = net-dbm;@MAP@\n"
-            "          logwrite = PBSYSLOG net-dbm hit\n"
-            "  accept\n"
-        ),
-    )
-    yield box
-    shutil.rmtree(box.directory)
 
 
 # -- Postfix btree: ---------------------------------------------------------
@@ -89,18 +67,6 @@ def test_postmap_btree_refuses_hash(tmp_path: Path) -> None:
 
 # -- Sendmail ---------------------------------------------------------------
 
-SENDMAIL_RULES = """\
-Kaccess hash -T<TMPF> {access}
-Kpopauth hash -a<OK> {popauth}
-SConnect_access
-R$*\t\t$: $(access Connect:$&{{client_addr}} $: <?> $)
-R<?>\t\t$@ NOTFOUND
-R$*\t\t$@ $1
-SIs_popauth_ok
-R$*\t\t$: $(popauth $&{{client_addr}} $: <?> $)
-R<?>\t\t$@ NO
-R$*\t\t$@ YES
-"""
 
 
 def sendmail_answers(tree: MtaTree, cf: Path, ruleset: str, client_addrs: list[str]) -> list[str]:
