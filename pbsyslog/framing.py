@@ -176,8 +176,25 @@ class StreamFramer:
         digits = _DIGITS.match
         append = frames.append
         nul = data.find(b"\x00", pos)
+        find = data.find
         while pos < n:
             if 0x30 <= data[pos] <= 0x39:
+                # The common case first: 1 to 10 digits and a space.  Then
+                # the digits match is exactly these, so this is what the
+                # general code below would do (without a regex or a call).
+                space = find(b" ", pos + 1, pos + _MAX_COUNT_DIGITS + 1)
+                if space > 0 and data[pos:space].isdigit():
+                    count = int(data[pos:space])
+                    start = space + 1
+                    end = start + count
+                    if 0 < count <= max_frame and end <= n:
+                        frame = data[start:end].rstrip(_TRAILER)
+                        if frame:
+                            append(frame)
+                        else:
+                            self.malformed += 1
+                        pos = end
+                        continue
                 m = digits(data, pos)
                 assert m is not None  # data[pos] is a digit
                 stop = m.end()
