@@ -111,3 +111,44 @@ def test_refresh_within_one_second_reuses_its_entry() -> None:
     assert t._entries == 1
     assert t.expire(110.098) == []
     assert t.expire(110.099) == ["192.0.2.1"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_IPS = [f"192.0.2.{i}" for i in range(12)]
+_TIMES = st.floats(min_value=0, max_value=50, allow_nan=False).map(lambda t: round(t, 2))
+_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("login"), st.sampled_from(_IPS), _TIMES, st.sampled_from([None, 1, 2, 3])),
+    st.tuples(st.just("logout"), st.sampled_from([1, 2, 3]), _TIMES),
+    st.tuples(st.just("remove"), st.sampled_from(_IPS)),
+    st.tuples(st.just("restore"), st.sampled_from(_IPS), _TIMES),
+    st.tuples(st.just("expire"), _TIMES),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=_STEPS, grace=st.sampled_from([0.5, 1.0, 3.0, 7.25]))
+def test_expire_takes_exactly_what_is_due_in_deadline_order(steps: list, grace: float) -> None:
+    """Whatever happened before (moves, refiles, removals, sessions), expire(now) returns every IP whose
+    deadline() is at or before now, ordered by (deadline, ip), and leaves every other deadline as it was."""
+    t = Tracker(grace, max_session=20.0)
+    clock = 0.0
+    for step in steps:
+        kind = step[0]
+        if kind == "login":
+            clock = max(clock, step[2])
+            t.login(step[1], clock, "p", None if step[3] is None else ("s", step[3]))
+        elif kind == "logout":
+            clock = max(clock, step[2])
+            t.logout(("s", step[1]), clock)
+        elif kind == "remove":
+            t.remove(step[1])
+        elif kind == "restore":
+            t.restore(step[1], clock + step[2], "manual")
+        else:
+            clock = max(clock, step[1])
+            before = {ip: t.deadline(ip) for ip in t.ips()}
+            due = sorted((d, ip) for ip, d in before.items() if d <= clock)
+            assert t.expire(clock) == [ip for _, ip in due]
+            assert {ip: t.deadline(ip) for ip in t.ips()} == {ip: d for ip, d in before.items() if d > clock}
