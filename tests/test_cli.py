@@ -85,22 +85,36 @@ def copy_corpus(tmp_path: pathlib.Path, name: str) -> pathlib.Path:
     return target
 
 
-@pytest.mark.parametrize("name", DOVECOT_FILES)
-def test_every_labelled_login_is_reported_with_its_ip(
-    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, name: str
-) -> None:
-    """Each line labelled login is reported as a login of its labelled IP, at its own line number."""
+def checked_labels(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, name: str, events: Sequence[str]
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Run ``check --json`` on a copy of corpus file ``name`` (asserting it exits 0).
+
+    Returns each of the file's labels whose event is one of ``events``, with
+    the record ``check`` reported at that label's line number (None if none).
+    """
     path = copy_corpus(tmp_path, name)
     lines = path.read_text().splitlines()
     code, out, _ = run(capsys, ["check", "--json", str(path)])
     assert code == 0
     by_line = {r["line"]: r for r in records(out)}
-    logins = [label for label in LABELS if label["file"] == f"real/{name}" and label["event"] == "login"]
+    return [
+        (label, by_line.get(lines.index(label["line"]) + 1))
+        for label in LABELS
+        if label["file"] == f"real/{name}" and label["event"] in events
+    ]
+
+
+@pytest.mark.parametrize("name", DOVECOT_FILES)
+def test_every_labelled_login_is_reported_with_its_ip(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, name: str
+) -> None:
+    """Each line labelled login is reported as a login of its labelled IP, at its own line number."""
+    logins = checked_labels(capsys, tmp_path, name, ("login",))
     assert len(logins) >= 50
-    for label in logins:
-        number = lines.index(label["line"]) + 1
-        assert by_line[number]["event"] == "login", label["line"]
-        assert by_line[number]["ip"] == label["ip"]
+    for label, found in logins:
+        assert found is not None and found["event"] == "login", label["line"]
+        assert found["ip"] == label["ip"]
 
 
 @pytest.mark.parametrize("name", DOVECOT_FILES)
@@ -108,15 +122,9 @@ def test_fail_and_other_lines_are_never_logins(
     capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, name: str
 ) -> None:
     """Lines labelled fail or other are never reported as logins, and a reported failure carries the labelled IP."""
-    path = copy_corpus(tmp_path, name)
-    lines = path.read_text().splitlines()
-    code, out, _ = run(capsys, ["check", "--json", str(path)])
-    assert code == 0
-    by_line = {r["line"]: r for r in records(out)}
-    others = [label for label in LABELS if label["file"] == f"real/{name}" and label["event"] in ("fail", "other")]
+    others = checked_labels(capsys, tmp_path, name, ("fail", "other"))
     assert len(others) >= 60
-    for label in others:
-        found = by_line.get(lines.index(label["line"]) + 1)
+    for label, found in others:
         if found is None:
             continue
         assert found["event"] != "login", label["line"]

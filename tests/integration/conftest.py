@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +22,8 @@ from harness import (
     PostfixFactory,
     Rsyslog,
     RsyslogFactory,
+    fail_on_tracebacks,
+    stopped_at_end,
 )
 from mta_tools import Exim, MtaTree, make_exim, mta_tree
 
@@ -35,29 +36,13 @@ def pbsyslog_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbsys
     if any of them logged a traceback: bad input must be dropped, not raised
     into the reactor.
     """
-    started: list[PbsyslogService] = []
 
     def start(
         overrides: Mapping[str, object] | None = None, extra_args: Sequence[str] = ()
     ) -> PbsyslogService:
-        service = PbsyslogService(tmp_path_factory.mktemp("pbsyslog"), overrides, extra_args)
-        started.append(service)
-        return service
+        return PbsyslogService(tmp_path_factory.mktemp("pbsyslog"), overrides, extra_args)
 
-    yield start
-    stop_all_and_fail_on_tracebacks(started)
-
-
-def stop_all_and_fail_on_tracebacks(started: Sequence[PbsyslogService]) -> None:
-    """Stop every service; fail if any of them logged a traceback (bad input must be dropped, not raised)."""
-    for service in started:
-        service.stop()
-    broken = [service for service in started if service.tracebacks()]
-    if broken:
-        pytest.fail(
-            "pbsyslog logged a traceback:\n" + "\n".join(s.describe() for s in broken),
-            pytrace=False,
-        )
+    yield from stopped_at_end(start, fail_on_tracebacks)
 
 
 @pytest.fixture
@@ -65,7 +50,9 @@ def services() -> Iterator[list[PbsyslogService]]:
     """A list for the services a test starts itself (say, on one directory twice); checked as above at the end."""
     started: list[PbsyslogService] = []
     yield started
-    stop_all_and_fail_on_tracebacks(started)
+    for service in started:
+        service.stop()
+    fail_on_tracebacks(started)
 
 
 @pytest.fixture(scope="module")
@@ -92,34 +79,19 @@ def exim(tree: MtaTree) -> Iterator[Exim]:
 @pytest.fixture(scope="module")
 def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RsyslogFactory]:
     """Factory: ``rsyslog(port, transport, template)`` starts a private rsyslogd forwarding mail.* to 127.0.0.1:port."""
-    started: list[Rsyslog] = []
 
     def start(
         port: int, transport: str = "udp", template: str = "RSYSLOG_TraditionalForwardFormat"
     ) -> Rsyslog:
-        daemon = Rsyslog(tmp_path_factory.mktemp("rsyslog"), port, transport, template)
-        started.append(daemon)
-        return daemon
+        return Rsyslog(tmp_path_factory.mktemp("rsyslog"), port, transport, template)
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+    yield from stopped_at_end(start)
 
 
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotFactory]:
     """Factory: ``dovecot(rsyslog)`` starts a private Dovecot whose /dev/log is that rsyslog's socket."""
-    started: list[Dovecot] = []
-
-    def start(syslog: Rsyslog) -> Dovecot:
-        daemon = Dovecot(syslog)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
+    yield from stopped_at_end(Dovecot)
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +102,11 @@ def postfix() -> Iterator[PostfixFactory]:
     the end of the module every instance is stopped, and the module fails if
     any of them ever queued a message or logged a fatal error or a panic.
     """
-    started: list[Postfix] = []
+    yield from stopped_at_end(Postfix, fail_on_queued_mail)
 
-    def start(access_map: Path) -> Postfix:
-        daemon = Postfix(access_map)
-        started.append(daemon)
-        return daemon
 
-    yield start
-    for daemon in started:
-        daemon.stop()
+def fail_on_queued_mail(started: Sequence[Postfix]) -> None:
+    """Fail if any of the (stopped) Postfix instances queued a message or logged a fatal error or a panic."""
     broken = [daemon for daemon in started if daemon.queued_files() or daemon.problems()]
     if broken:
         pytest.fail(

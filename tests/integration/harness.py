@@ -16,6 +16,7 @@ carries what the daemon printed, so a broken set-up explains itself.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import functools
 import imaplib
@@ -34,13 +35,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 HERE = Path(__file__).resolve().parent
 # Every address these tests use is in 127.0.0.0/8 or is ::1: never anything else.
@@ -203,6 +205,32 @@ def describe_output(title: str, text: str) -> str:
     return f"--- {title} ---\n{text.rstrip() or '(no output)'}\n--- end of {title} ---"
 
 
+D = TypeVar("D", bound=Daemon)
+
+
+def stopped_at_end(
+    make: Callable[P, D], check: Callable[[list[D]], None] | None = None
+) -> Iterator[Callable[P, D]]:
+    """The body of a factory fixture: ``yield from stopped_at_end(make, check)``.
+
+    Yields a function that starts a daemon with ``make`` and keeps it; when
+    the fixture is torn down, every daemon it started is stopped, and then
+    ``check`` (if given) sees them all and may fail the test or module.
+    """
+    started: list[D] = []
+
+    def start(*args: P.args, **kwargs: P.kwargs) -> D:
+        daemon = make(*args, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+    if check is not None:
+        check(started)
+
+
 # --------------------------------------------------------------------------
 # Configuration files
 
@@ -320,6 +348,16 @@ class PbsyslogService(Daemon):
         ]
 
 
+def fail_on_tracebacks(services: Sequence[PbsyslogService]) -> None:
+    """Fail if any of the (stopped) services logged a traceback: bad input must be dropped, not raised."""
+    broken = [service for service in services if service.tracebacks()]
+    if broken:
+        pytest.fail(
+            "pbsyslog logged a traceback:\n" + "\n".join(s.describe() for s in broken),
+            pytrace=False,
+        )
+
+
 # --------------------------------------------------------------------------
 # rsyslog
 
@@ -334,6 +372,46 @@ RSYSLOG_TRANSPORTS = {
     "tcp-octet": ("tcp", 'TCP_Framing="octet-counted"'),
     "tcp-lf": ("tcp", 'TCP_Framing="traditional"'),
 }
+
+
+def check_rsyslog_config(config_path: Path) -> None:
+    """Fail, showing the config, unless ``rsyslogd -N1`` accepts ``config_path``."""
+    check = subprocess.run(
+        [RSYSLOGD, "-N1", "-f", str(config_path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    if check.returncode != 0:
+        pytest.fail(
+            f"rsyslogd -N1 rejected the test config (status {check.returncode}):\n"
+            f"{check.stdout}{check.stderr}\n"
+            + describe_output("rsyslog.conf", config_path.read_text()),
+            pytrace=False,
+        )
+
+
+class SocketRsyslog(Daemon):
+    """A private ``rsyslogd -n`` that reads only its own socket ``workdir/sock/log`` (never /dev/log).
+
+    The base of the test modules' own rsyslogs: a subclass passes the rest
+    of the config (its modules and actions) to ``__init__``.
+    """
+
+    name = "rsyslogd"
+
+    def __init__(self, workdir: Path, rules: str) -> None:
+        require_program(RSYSLOGD, "rsyslog")
+        (workdir / "work").mkdir(parents=True, exist_ok=True)
+        self.socket_path = workdir / "sock" / "log"
+        self.config_path = workdir / "rsyslog.conf"
+        self.config_path.write_text(
+            f'global(workDirectory="{workdir}/work")\n'
+            'module(load="imuxsock" SysSock.Use="off")\n'
+            f'input(type="imuxsock" Socket="{self.socket_path}" CreatePath="on" RateLimit.Interval="0")\n'
+            + rules
+        )
+        check_rsyslog_config(self.config_path)
+        self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(workdir / "pid")], workdir)
+        self.wait_until(self.socket_path.is_socket, f"its socket {self.socket_path}")
 
 
 class Rsyslog(Daemon):
@@ -367,17 +445,7 @@ class Rsyslog(Daemon):
             "root": workdir, "socket": self.socket_path, "port": port,
             "protocol": protocol, "framing": framing, "template": template,
         }))
-        check = subprocess.run(
-            [RSYSLOGD, "-N1", "-f", str(self.config_path)],
-            capture_output=True, text=True, timeout=30,
-        )
-        if check.returncode != 0:
-            pytest.fail(
-                f"rsyslogd -N1 rejected the test config (status {check.returncode}):\n"
-                f"{check.stdout}{check.stderr}\n"
-                + describe_output("rsyslog.conf", self.config_path.read_text()),
-                pytrace=False,
-            )
+        check_rsyslog_config(self.config_path)
         self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(self.pid_path)], workdir)
         self.wait_until(self.socket_path.is_socket, f"its socket {self.socket_path}")
 
@@ -687,26 +755,26 @@ class Postfix(Daemon):
 # --------------------------------------------------------------------------
 # Clients
 
-class SourcePOP3(poplib.POP3):
-    """poplib.POP3 that connects from a chosen local address (poplib has no source_address)."""
+class FromSource:
+    """Mixin for poplib.POP3 and imaplib.IMAP4: connect from a chosen local address (neither has source_address)."""
+
+    host: str
+    port: int
 
     def __init__(self, host: str, port: int, source: str, timeout: float = 10.0) -> None:
         self._source = source
-        super().__init__(host, port, timeout)
+        super().__init__(host, port, timeout)  # type: ignore[call-arg]
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout, (self._source, 0))
 
 
-class SourceIMAP4(imaplib.IMAP4):
+class SourcePOP3(FromSource, poplib.POP3):
+    """poplib.POP3 that connects from a chosen local address."""
+
+
+class SourceIMAP4(FromSource, imaplib.IMAP4):
     """imaplib.IMAP4 that connects from a chosen local address."""
-
-    def __init__(self, host: str, port: int, source: str, timeout: float = 10.0) -> None:
-        self._source = source
-        super().__init__(host, port, timeout)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        return socket.create_connection((self.host, self.port), timeout, (self._source, 0))
 
 
 def server_for(source: str) -> str:
@@ -714,32 +782,34 @@ def server_for(source: str) -> str:
     return LOOPBACK_V6 if ":" in source else LOOPBACK_V4
 
 
-def pop3_login(port: int, source: str, password: str = PASSWORD) -> bytes:
-    """Log in to Dovecot's POP3 as alice from ``source`` with USER/PASS; return the +OK reply."""
+@contextlib.contextmanager
+def pop3_as_alice(port: int, source: str) -> Iterator[SourcePOP3]:
+    """A POP3 connection to Dovecot from ``source`` that has sent USER alice; QUIT when the block ends."""
     client = SourcePOP3(server_for(source), port, source)
     try:
         client.user(USER)
-        reply = client.pass_(password)
-        client.stat()
+        yield client
         client.quit()
-        return reply
     finally:
         client.close()
+
+
+def pop3_login(port: int, source: str, password: str = PASSWORD) -> bytes:
+    """Log in to Dovecot's POP3 as alice from ``source`` with USER/PASS; return the +OK reply."""
+    with pop3_as_alice(port, source) as client:
+        reply = client.pass_(password)
+        client.stat()
+    return reply
 
 
 def pop3_login_fails(port: int, source: str) -> bytes:
     """Try alice with a wrong password from ``source``; assert -ERR and return it."""
-    client = SourcePOP3(server_for(source), port, source)
-    try:
-        client.user(USER)
+    with pop3_as_alice(port, source) as client:
         with pytest.raises(poplib.error_proto) as info:
             client.pass_(WRONG_PASSWORD)
         reply = info.value.args[0]
         assert reply.startswith(b"-ERR"), f"wrong password answered {reply!r}, not -ERR"
-        client.quit()
-        return reply
-    finally:
-        client.close()
+    return reply
 
 
 def imap_login(port: int, source: str) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
-from harness import RSYSLOGD, Daemon, PbsyslogFactory, describe_output, free_port, postmap_q, require_program, wait_for
+from harness import (
+    RSYSLOGD, Daemon, PbsyslogFactory, check_rsyslog_config, free_port, postmap_q, require_program, wait_for,
+)
 
 SNIPPET = Path(__file__).resolve().parents[2] / "conf" / "rsyslog" / "pbsyslog-dovecot-logfile.conf"
 OWN_LOG_LINES = [
@@ -36,8 +37,7 @@ class ImfileRsyslog(Daemon):
             + f'mail.* action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" '
             'TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format")\n'
         )
-        check = subprocess.run([RSYSLOGD, "-N1", "-f", str(self.config_path)], capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr + describe_output("rsyslog.conf", self.config_path.read_text())
+        check_rsyslog_config(self.config_path)
         self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(workdir / "pid")], workdir)
         # imfile reads a file from its start, so lines written before it polls are not missed.
         self.wait_until(lambda: True, "start-up")

@@ -14,9 +14,9 @@ from harness import (
     LOGGER,
     LOOPBACK_V4,
     RSYSLOGD,
-    Daemon,
     PbsyslogFactory,
     PbsyslogService,
+    SocketRsyslog,
     describe_output,
     free_port,
     postmap_q,
@@ -50,17 +50,14 @@ def stream_ip(i: int) -> str:
     return f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
 
 
-class RelpRsyslog(Daemon):
+class RelpRsyslog(SocketRsyslog):
     """A private rsyslogd forwarding mail.* with omrelp (disk-less action queue, retried forever)."""
 
     name = "rsyslogd-relp"
 
     def __init__(self, workdir: Path, port: int, tls: dict[str, str] | None = None) -> None:
         require_omrelp()
-        (workdir / "work").mkdir(parents=True, exist_ok=True)
-        self.socket_path = workdir / "sock" / "log"
         self.log_path = workdir / "rsyslog-internal.log"
-        self.config_path = workdir / "rsyslog.conf"
         tls_params = ""
         if tls is not None:
             tls_params = (
@@ -68,24 +65,16 @@ class RelpRsyslog(Daemon):
                 f'tls.myPrivKey="{tls["key"]}" tls.authMode="name" '
                 f'tls.permittedPeer=["{SERVER_NAME}"]'
             )
-        self.config_path.write_text(
-            f'global(workDirectory="{workdir}/work")\n'
-            'module(load="imuxsock" SysSock.Use="off")\n'
-            f'input(type="imuxsock" Socket="{self.socket_path}" CreatePath="on" RateLimit.Interval="0")\n'
+        super().__init__(
+            workdir,
             'module(load="omrelp")\n'
             # rsyslog's own messages (connection errors, suspensions), for failure reports.
             f'syslog.* action(type="omfile" file="{self.log_path}")\n'
             f'mail.* action(type="omrelp" name="to-pbsyslog" target="{LOOPBACK_V4}" port="{port}"\n'
             f'    template="RSYSLOG_TraditionalForwardFormat" {tls_params}\n'
             '    queue.type="LinkedList" queue.size="100000"\n'
-            '    action.resumeRetryCount="-1" action.resumeInterval="1")\n'
+            '    action.resumeRetryCount="-1" action.resumeInterval="1")\n',
         )
-        check = subprocess.run([RSYSLOGD, "-N1", "-f", str(self.config_path)],
-                               capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr + describe_output(
-            "rsyslog.conf", self.config_path.read_text())
-        self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(workdir / "pid")], workdir)
-        self.wait_until(self.socket_path.is_socket, f"its socket {self.socket_path}")
 
     def log(self, *messages: str) -> None:
         """Inject ``messages`` with the real logger, one process, one line each (mail.info, tag dovecot)."""

@@ -30,10 +30,12 @@ from harness import (
     PbsyslogFactory,
     PbsyslogService,
     describe_output,
+    fail_on_tracebacks,
     free_port,
     postmap_q,
     require_program,
     run_logger,
+    stopped_at_end,
     wait_for,
 )
 
@@ -166,16 +168,11 @@ class SnippetRsyslog(Daemon):
 @pytest.fixture(scope="module")
 def snippet_rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type]:
     """Factory: ``snippet_rsyslog(snippet, port)`` starts a SnippetRsyslog; all are stopped at module end."""
-    started: list[SnippetRsyslog] = []
 
     def start(snippet: str, port: int) -> SnippetRsyslog:
-        daemon = SnippetRsyslog(tmp_path_factory.mktemp("rsyslog-snippet"), snippet, port)
-        started.append(daemon)
-        return daemon
+        return SnippetRsyslog(tmp_path_factory.mktemp("rsyslog-snippet"), snippet, port)
 
-    yield start  # type: ignore[misc]
-    for daemon in started:
-        daemon.stop()
+    yield from stopped_at_end(start)  # type: ignore[misc]
 
 
 def login_message(ip: str) -> str:
@@ -342,19 +339,12 @@ def pbsyslog_on_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type]
     same one.  Every service is stopped at the end and must not have logged
     a traceback.
     """
-    started: list[PbsyslogService] = []
 
     def start(port: int) -> PbsyslogService:
         listen = {"listen": [{"protocol": "tcp", "host": LOOPBACK_V4, "port": port}]}
-        service = PbsyslogService(tmp_path_factory.mktemp("pbsyslog-fixed"), listen)
-        started.append(service)
-        return service
+        return PbsyslogService(tmp_path_factory.mktemp("pbsyslog-fixed"), listen)
 
-    yield start  # type: ignore[misc]
-    for service in started:
-        service.stop()
-    broken = [service for service in started if service.tracebacks()]
-    assert not broken, "\n".join(service.describe() for service in broken)
+    yield from stopped_at_end(start, fail_on_tracebacks)  # type: ignore[misc]
 
 
 def test_tcp_snippet_keeps_logins_while_pbsyslog_restarts(

@@ -14,10 +14,9 @@ from harness import (
     LOGGER,
     LOOPBACK_V4,
     RSYSLOGD,
-    Daemon,
     PbsyslogFactory,
     PbsyslogService,
-    describe_output,
+    SocketRsyslog,
     free_port,
     postmap_q,
     require_program,
@@ -114,7 +113,7 @@ def test_untrusted_clients_are_refused(service: tuple[PbsyslogService, int], cer
     assert not in_map(svc, ip)
 
 
-class TLSRsyslog(Daemon):
+class TLSRsyslog(SocketRsyslog):
     """A private rsyslogd running the shipped TLS snippet (gtls, x509/name, client certificate)."""
 
     name = "rsyslogd-tls"
@@ -126,9 +125,6 @@ class TLSRsyslog(Daemon):
         ):
             pytest.fail("rsyslog's gtls driver is missing: install the Debian package 'rsyslog-gnutls'",
                         pytrace=False)
-        (workdir / "work").mkdir(parents=True, exist_ok=True)
-        self.socket_path = workdir / "sock" / "log"
-        self.config_path = workdir / "rsyslog.conf"
         # The shipped snippet, with only its target, names and file paths swapped in.
         snippet = (SNIPPET.read_text()
                    .replace('target="pbsyslog.example.org"', 'target="127.0.0.1"')
@@ -139,18 +135,7 @@ class TLSRsyslog(Daemon):
                    .replace("/etc/rsyslog-pbsyslog/client-cert.pem", str(certs.client[0]))
                    .replace("/etc/rsyslog-pbsyslog/client-key.pem", str(certs.client[1])))
         assert "example.org" not in snippet and "/etc/rsyslog-pbsyslog" not in snippet, snippet
-        self.config_path.write_text(
-            f'global(workDirectory="{workdir}/work")\n'
-            'module(load="imuxsock" SysSock.Use="off")\n'
-            f'input(type="imuxsock" Socket="{self.socket_path}" CreatePath="on" RateLimit.Interval="0")\n'
-            + snippet
-        )
-        check = subprocess.run([RSYSLOGD, "-N1", "-f", str(self.config_path)],
-                               capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stdout + check.stderr + describe_output(
-            "rsyslog.conf", self.config_path.read_text())
-        self.spawn([RSYSLOGD, "-n", "-f", str(self.config_path), "-i", str(workdir / "pid")], workdir)
-        self.wait_until(self.socket_path.is_socket, f"its socket {self.socket_path}")
+        super().__init__(workdir, snippet)
 
 
 def test_real_rsyslog_over_tls(service: tuple[PbsyslogService, int], certs: Certs,

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -433,6 +433,13 @@ class Recorder:
                     "note": what + (f"; line role: {role}" if role else ""),
                 })
 
+    def record(self, plan: Iterable[tuple[tuple[str, str, str, str, str], int]]) -> None:
+        """File the start-up lines, run each (session, port) of ``plan`` in turn, and save the corpus files."""
+        self.skip_startup()
+        for session, port in plan:
+            self.run(session, port)
+        self.save()
+
     def save(self) -> None:
         target = CORPUS / self.daemon
         target.mkdir(parents=True, exist_ok=True)
@@ -446,6 +453,15 @@ class Recorder:
         versions[self.daemon] = self.version
         versions_path.write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
         log(f"  saved {len(self.rows)} labelled lines to {target}")
+
+
+def record_pop3_inetd(argv: list[str], recorder: Recorder, n: int) -> None:
+    """Serve ``argv`` with a private Inetd and record the standard POP3 sessions against it."""
+    inetd = Inetd(argv)
+    try:
+        recorder.record((s, inetd.port) for s in sessions("pop3", n))
+    finally:
+        inetd.stop()
 
 
 @contextlib.contextmanager
@@ -485,18 +501,14 @@ def capture_mailutils(n: int) -> None:
             "tls-mode ondemand;\n"
             f"tls {{ ssl-certificate-file {tls}/cert.pem; ssl-key-file {tls}/key.pem; }};\n"
         )
-        inetd = Inetd(ns.argv(["/usr/sbin/pop3d", "--no-site-config", f"--config-file={conf}", "--inetd"]))
-        try:
-            rec = Recorder("mailutils", version, syslog, {
+        record_pop3_inetd(
+            ns.argv(["/usr/sbin/pop3d", "--no-site-config", f"--config-file={conf}", "--inetd"]),
+            Recorder("mailutils", version, syslog, {
                 "auth": ["logged in with mailbox", "authentication failed", "Bad login", "Cannot authenticate"],
                 "end": ["session ended for user", "session timed out for user"],
-            })
-            rec.skip_startup()
-            for s in sessions("pop3", n):
-                rec.run(s, inetd.port)
-            rec.save()
-        finally:
-            inetd.stop()
+            }),
+            n,
+        )
 
 
 def capture_popa3d(n: int) -> None:
@@ -506,17 +518,13 @@ def capture_popa3d(n: int) -> None:
     with stack("popa3d") as (root, syslog):
         ns = Namespace(root, syslog, [f"popa3d:x:{UID + 10}:{UID + 10}::/var/lib/popa3d:/bin/false"])
         (ns.varlib / "popa3d").mkdir()
-        inetd = Inetd(ns.argv([str(UNPACKED / "usr/sbin/popa3d")]))
-        try:
-            rec = Recorder("popa3d", version, syslog, {
+        record_pop3_inetd(
+            ns.argv([str(UNPACKED / "usr/sbin/popa3d")]),
+            Recorder("popa3d", version, syslog, {
                 "auth": ["Authentication passed", "Authentication failed"],
-            })
-            rec.skip_startup()
-            for s in sessions("pop3", n):
-                rec.run(s, inetd.port)
-            rec.save()
-        finally:
-            inetd.stop()
+            }),
+            n,
+        )
 
 
 def capture_solid(n: int) -> None:
@@ -528,18 +536,14 @@ def capture_solid(n: int) -> None:
         (ns.varlib / "solid-pop3d" / "bulletins").mkdir(parents=True)
         # The binary reads /etc/spop3d.conf; the system has none, so use its
         # built-in defaults (the packaged file only sets the same mailbox).
-        inetd = Inetd(ns.argv([str(UNPACKED / "usr/sbin/solid-pop3d")]))
-        try:
-            rec = Recorder("solid-pop3d", version, syslog, {
+        record_pop3_inetd(
+            ns.argv([str(UNPACKED / "usr/sbin/solid-pop3d")]),
+            Recorder("solid-pop3d", version, syslog, {
                 "auth": ["authenticated", "authentication failed"],
                 "end": ["session ended for user", "autologout time elapsed for user"],
-            })
-            rec.skip_startup()
-            for s in sessions("pop3", n):
-                rec.run(s, inetd.port)
-            rec.save()
-        finally:
-            inetd.stop()
+            }),
+            n,
+        )
 
 
 class FakeBackend:
@@ -611,14 +615,10 @@ def capture_perdition(n: int) -> None:
             time.sleep(1.5)
             if proc.poll() is not None:
                 raise RuntimeError(f"perdition exited: {proc.stderr.read().decode()}")
-            rec = Recorder("perdition", version, syslog, {
+            Recorder("perdition", version, syslog, {
                 "auth": ["Auth:"],
                 "end": ["Closing session", "Close:"],
-            })
-            rec.skip_startup()
-            for s in sessions("pop3", n):
-                rec.run(s, port)
-            rec.save()
+            }).record((s, port) for s in sessions("pop3", n))
         finally:
             proc.terminate()
             proc.wait(10)
@@ -694,16 +694,14 @@ def capture_cyrus(n: int) -> None:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"cyrus master did not come up: {proc.stdout.read().decode()}")
                     time.sleep(0.2)
-            rec = Recorder("cyrus", version, syslog, {
+            Recorder("cyrus", version, syslog, {
                 "auth": ["login: ", "badlogin: "],
-            })
-            rec.skip_startup()
-            for kind, port in (("imap", imap_port), ("pop3", pop3_port)):
-                for s in sessions(kind, n + (kind == "pop3")):
-                    if kind == "imap" and s[0] == "noauth":
-                        continue
-                    rec.run(s, port)
-            rec.save()
+            }).record(
+                (s, port)
+                for kind, port in (("imap", imap_port), ("pop3", pop3_port))
+                for s in sessions(kind, n + (kind == "pop3"))
+                if not (kind == "imap" and s[0] == "noauth")
+            )
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
