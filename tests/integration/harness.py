@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import functools
 import imaplib
 import json
 import os
@@ -822,7 +821,6 @@ def imap_login(port: int, source: str) -> str:
     return status
 
 
-@functools.cache
 @dataclasses.dataclass(frozen=True)
 class Stack:
     """One pbsyslog, the rsyslog that forwards to it, and the Dovecot that logs into that rsyslog."""

@@ -17,8 +17,6 @@ from harness import (
     Dovecot,
     DovecotFactory,
     PbsyslogFactory,
-    PbsyslogService,
-    Rsyslog,
     RsyslogFactory,
     imap_login,
     pop3_login,

@@ -22,7 +22,6 @@ from harness import (
     DovecotFactory,
     PbsyslogFactory,
     PbsyslogService,
-    Rsyslog,
     RsyslogFactory,
     SourceIMAP4,
     SourcePOP3,
