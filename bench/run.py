@@ -176,6 +176,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+# Settings given on the command line for the service under test.
+SERVICE_SETTINGS: dict[str, Any] = {}
+
+
 def service_config(directory: Path, udp: int, tcp: int, smap: int) -> str:
     """A config for the service under test: no UDP rate limit, room for every address."""
     from pbsyslog.config import Config, ConfigError
@@ -183,7 +187,7 @@ def service_config(directory: Path, udp: int, tcp: int, smap: int) -> str:
     settings = {
         "grace": 3600, "dbfile": f"{directory}/map", "patterns": "all", "udp_rate": 0,
         "max_tracked": 10_000_000, "max_connections": 0, "max_connections_per_peer": 0,
-        "mynetworks": "none",
+        "mynetworks": "none", **SERVICE_SETTINGS,
     }
     raw: dict[str, Any] = dict(settings)
     raw["listen"] = [
@@ -772,7 +776,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each (a few seconds)")
     parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated: " + ",".join(FIGURES))
+    parser.add_argument("--udp-receive-buffer", type=int, default=None, metavar="BYTES",
+                        help="the service's udp_receive_buffer (default: the service's own default; "
+                             "0: the OS default, as the bare drain has)")
     args = parser.parse_args(argv)
+    if args.udp_receive_buffer is not None:
+        SERVICE_SETTINGS["udp_receive_buffer"] = args.udp_receive_buffer
     quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     try:
         for name in args.only.split(","):
