@@ -372,18 +372,14 @@ class PbsyslogService(Service):
                  "{n} refused so far", peer=peer, n=self.untrusted)
 
     def receive(self, frame: bytes, peer: str, hostnames: frozenset[str] | None = None) -> None:
-        """Handle one frame from ``peer``; schedule a commit if it moved a deadline."""
-        now = self.reactor.seconds()
-        change = self.pipeline.feed(frame, now, hostnames)
-        if change is not None:
-            self._changed(change[0], change[2], now)
-        else:
-            counters = self.pipeline.counters
-            if counters.full != self._full_seen or counters.refused != self._refused_seen:
-                self._noticed()
+        """Handle one frame from ``peer`` (RELP hands them over one by one, to ack each)."""
+        self.receive_batch([frame], hostnames)
 
     def receive_batch(self, frames: list[bytes], hostnames: frozenset[str] | None = None) -> None:
-        """``receive`` for the frames of one read (a UDP batch, a TCP chunk), in order, all received now."""
+        """Handle the frames of one read (a UDP batch, a TCP chunk), in order, all received now.
+
+        Schedules a commit when one moved a deadline.
+        """
         now = self.reactor.seconds()
         feed = self.pipeline.feed
         counters = self.pipeline.counters
