@@ -17,9 +17,10 @@ per second per peer) drops input and counts it in the shared
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -98,6 +99,19 @@ class Listening:
     sink_batch: BatchSink | None = None
 
 
+def _hand_over(ctx: Listening, frames: list[bytes], peers: Iterable[str]) -> None:
+    """Count ``frames`` and give them to the sink: at once to ``sink_batch``, else one by one with their peers."""
+    ctx.counters.frames += len(frames)
+    if ctx.sink_batch is not None:
+        try:
+            ctx.sink_batch(frames)
+        except Exception:
+            log.failure("{n} frames could not be handled", n=len(frames))
+        return
+    for frame, peer in zip(frames, peers):
+        _deliver(ctx.sink, frame, peer)
+
+
 def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
     try:
         sink(frame, peer)
@@ -161,10 +175,11 @@ class SyslogDatagramProtocol(DatagramProtocol):
         allowed = ctx.allowed
         buckets = self._buckets
         max_frame = ctx.limits.max_frame
-        sink_batch = ctx.sink_batch
         now = ctx.clock.seconds() if buckets is not None else 0.0
         frames: list[bytes] = []
+        peers: list[str] = []
         append = frames.append
+        append_peer = peers.append
         last_peer: str | None = None
         trusted = False
         for data, peer in batch:
@@ -182,19 +197,11 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 counters.oversize += 1
                 continue
             frame = data.rstrip(TRAILER)
-            if not frame:
-                continue
-            if sink_batch is None:
-                counters.frames += 1
-                _deliver(ctx.sink, frame, peer)
-            else:
+            if frame:
                 append(frame)
+                append_peer(peer)
         if frames:
-            counters.frames += len(frames)
-            try:
-                sink_batch(frames)  # type: ignore[misc]
-            except Exception:
-                log.failure("{n} frames could not be handled", n=len(frames))
+            _hand_over(ctx, frames, peers)
 
 
 class BatchingUDPPort(udp.Port):
@@ -325,16 +332,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         ctx = self._ctx
         frames = framer.feed(data)
         if frames:
-            ctx.counters.frames += len(frames)
-            if ctx.sink_batch is not None:
-                try:
-                    ctx.sink_batch(frames)
-                except Exception:
-                    log.failure("{n} frames from {peer} could not be handled", n=len(frames), peer=self._peer)
-            else:
-                sink, peer = ctx.sink, self._peer
-                for frame in frames:
-                    _deliver(sink, frame, peer)
+            _hand_over(ctx, frames, itertools.repeat(self._peer))
         oversize, malformed = framer.oversize, framer.malformed
         if oversize != self._oversize_seen or malformed != self._malformed_seen:
             counters = self._ctx.counters

@@ -10,8 +10,9 @@ and its sessions as compact JSON, ``[[KEY, [START, ...]], ...]`` (a key is
 the tracker's tuple, written as a list).  So a logout that arrives after a
 restart still closes its session and shortens the deadline, and ``list``
 shows the open sessions with the service stopped.  The JSON is the last
-field (``split(" ", 5)``), so a space inside a key cannot shift the others.  The file is compacted (live entries written to a temporary file,
-fsync, ``rename()``) at start-up and when stale lines pile up.
+field (``split(" ", 5)``), so a space inside a key cannot shift the others.
+The file is compacted (live entries written to a temporary file, fsync,
+``rename()``) at start-up and when stale lines pile up.
 
 Deadlines are wall-clock seconds (what ``reactor.seconds()`` returns).  The
 last line for an IP wins: the file is appended in order, and a deadline may
