@@ -37,8 +37,9 @@ the bucket keys are in a small heap of ints).  ``expire(now)`` opens every
 bucket whose second has begun: entries already due are collected, the
 others go into a small "near" heap of (deadline, ip); the heap's due head
 entries join them, and the lot is sorted once, so IPs leave in deadline
-order (a sort of 1,000 tuples costs half of pushing and popping them).  Why not one heap of (deadline, ip) for everything: with 1M
-tracked IPs every pop walked twenty levels of tuples scattered over the
+order (a sort of 1,000 tuples costs half of pushing and popping them).
+Why not one heap of (deadline, ip) for everything: with 1M tracked IPs
+every pop walked twenty levels of tuples scattered over the
 memory, a cache miss each, and 1,000 pops took 10-25 ms; a bucket entry is
 also one pointer instead of a 64-byte tuple.  Deletion is lazy: a moved
 deadline leaves its old entry behind (a refresh within the same second
@@ -240,10 +241,7 @@ class Tracker:
             self._keys.setdefault(ip, set()).add(key)
             self._open += len(starts)
         self._touched.add(ip)
-        while self._open > self.max_sessions:
-            oldest_key = next(iter(self._sessions))
-            oldest = self._sessions[oldest_key]
-            self._close_oldest(oldest_key, oldest, oldest.starts[0] + self.max_session)
+        self._evict_over_limit()
         change = self._update(ip, self._compute(ip))
         if change is not None or ip not in self._pattern:
             self._pattern[ip] = pattern
@@ -356,6 +354,10 @@ class Tracker:
             if len(starts) > 1 and starts[-2] > now:
                 starts.sort()
         self._open += 1
+        self._evict_over_limit()
+
+    def _evict_over_limit(self) -> None:
+        """Close the oldest open sessions, as if their logouts were lost, while more than max_sessions are open."""
         while self._open > self.max_sessions:
             oldest_key = next(iter(self._sessions))
             oldest = self._sessions[oldest_key]
