@@ -5,13 +5,18 @@
 of several runs: the stream framing (LF and octet-counted), the header
 regex alone, ``PatternTable.ignores``, ``Pipeline.feed`` over every line,
 and ``feed`` / ``parse`` / ``classify`` for each kind of line that is not
-dropped on its header.  Diagnostic figures, not targets: ``make bench``
-has the figures the issues name.
+dropped on its header.  Then the UDP socket: what reading one queued
+datagram costs with ``recvfrom`` and with ``recvmmsg`` (interleaved runs,
+loopback), and how many bytes of receive buffer the kernel charges per
+short datagram.  Diagnostic figures, not targets: ``make bench`` has the
+figures the issues name.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench  # noqa: E402
 
+from pbsyslog import recvmmsg  # noqa: E402
 from pbsyslog.framing import StreamFramer  # noqa: E402
+from pbsyslog.protocol import set_receive_buffer  # noqa: E402
 from pbsyslog.patterns import load_table  # noqa: E402
 from pbsyslog.pipeline import Pipeline  # noqa: E402
 from pbsyslog.syslog import FAST_PRI_HEADER, parse  # noqa: E402
@@ -80,5 +87,63 @@ def main() -> None:
               f"classify {best_us(lambda: [table.classify(m) for m in messages], len(some)):5.2f} us/line")
 
 
+def socket_costs(count: int = 50_000, line: bytes = b"<22>" + b"x" * 120) -> None:
+    """recvfrom vs recvmmsg per queued datagram, and the kernel's charge per datagram."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        granted = set_receive_buffer(receiver, 64 << 20)
+        address = receiver.getsockname()
+
+        def fill() -> None:
+            for _ in range(count):
+                sender.sendto(line, address)
+
+        def drain_recvfrom() -> int:
+            out = []
+            recvfrom = receiver.recvfrom
+            try:
+                while True:
+                    data, peer = recvfrom(65536)
+                    out.append((data, peer[0]))
+            except BlockingIOError:
+                return len(out)
+
+        mm = recvmmsg.Receiver(receiver) if recvmmsg.available() else None
+
+        def drain_recvmmsg() -> int:
+            out: list[tuple[bytes, str]] = []
+            try:
+                while True:
+                    mm.receive(out)  # type: ignore[union-attr]
+            except BlockingIOError:
+                return len(out)
+
+        times: dict[str, list[float]] = {"recvfrom": [], "recvmmsg": []}
+        for _ in range(5):
+            for name, drain in (("recvfrom", drain_recvfrom), ("recvmmsg", drain_recvmmsg)):
+                if name == "recvmmsg" and mm is None:
+                    continue
+                fill()
+                start = time.perf_counter()
+                got = drain()
+                times[name].append((time.perf_counter() - start) / max(got, 1) * 1e6)
+        for name, runs in times.items():
+            if runs:
+                print(f"read one datagram, {name:8s} {min(runs):6.2f} us (best of {len(runs)})")
+        if granted < 8 << 20:
+            print(f"receive buffer {granted} bytes: too small to measure the charge per datagram")
+            return
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        granted = receiver.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        for _ in range(granted // 200):
+            sender.sendto(line, address)
+        queued = drain_recvfrom()
+        print(f"kernel charge per queued {len(line)}-byte datagram: {granted / queued:.0f} bytes "
+              f"({queued} fit in {granted} bytes)")
+
+
 if __name__ == "__main__":
     main()
+    socket_costs()
