@@ -257,6 +257,7 @@ class Tracker:
             return False
         self._pattern.pop(ip, None)  # its expiry entry is now stale and skipped by expire()
         self._drop(ip)
+        self._touched.discard(ip)
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -297,6 +298,7 @@ class Tracker:
         pattern = self._pattern
         floor = self._floor
         sessions = self._keys
+        touched = self._touched
         for deadline, ip in due:
             # An IP filed twice (moved away and back) is removed once.
             if deadlines.get(ip) == deadline:
@@ -308,6 +310,8 @@ class Tracker:
                 floor.pop(ip, None)
                 if ip in sessions:
                     self._drop(ip)
+                if touched:
+                    touched.discard(ip)  # nothing left to journal: bounded by what is tracked
                 removed.append(ip)
         return removed
 

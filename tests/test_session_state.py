@@ -191,3 +191,14 @@ class _Stopped:
 
     def stopService(self) -> None:  # noqa: N802
         pass
+
+
+def test_touched_holds_only_what_is_still_tracked() -> None:
+    """An IP that expires or is removed leaves the touched set: nothing drains it in replay, and it stays bounded."""
+    t = Tracker(grace=30, max_session=60)
+    t.login(IP, 100, session=("s", 1))
+    t.login(OTHER, 100, session=("s", 2))
+    t.logout(("s", 1), 110)
+    assert t.expire(140) == [IP]
+    t.remove(OTHER)
+    assert t.take_touched() == set()
