@@ -278,7 +278,7 @@ class PbsyslogService(Service):
         now = self.reactor.seconds()
         return [
             {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1),
-             "open_sessions": self.tracker.open_sessions(ip)}
+             "open_sessions": self.tracker.open_sessions(ip, now)}
             for ip, (deadline, pattern) in sorted(self.tracker.entries().items())
         ]
 

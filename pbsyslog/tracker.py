@@ -138,9 +138,18 @@ class Tracker:
         """How many sessions are open, over all IPs."""
         return self._open
 
-    def open_sessions(self, ip: str) -> int:
-        """How many sessions of ``ip`` are open (those past max_session included until they are cleaned up)."""
-        return sum(len(self._sessions[key].starts) for key in self._keys.get(ip, ()))
+    def open_sessions(self, ip: str, now: float | None = None) -> int:
+        """How many sessions of ``ip`` are open.
+
+        Without ``now``, those past max_session count until they are cleaned
+        up; with it, only those begun after now - max_session (what ``list``
+        shows, running or not).
+        """
+        keys = self._keys.get(ip, ())
+        if now is None:
+            return sum(len(self._sessions[key].starts) for key in keys)
+        cutoff = now - self.max_session
+        return sum(1 for key in keys for start in self._sessions[key].starts if start > cutoff)
 
     def login(
         self, ip: str, now: float, pattern: str = "", session: Hashable | None = None, counted: bool = False

@@ -202,3 +202,14 @@ def test_touched_holds_only_what_is_still_tracked() -> None:
     assert t.expire(140) == [IP]
     t.remove(OTHER)
     assert t.take_touched() == set()
+
+
+def test_open_sessions_at_a_time_leaves_out_those_past_max_session() -> None:
+    """open_sessions(ip, now) counts what list shows: sessions begun within max_session of now."""
+    t = Tracker(grace=30, max_session=60)
+    t.login(IP, 100, session=("s", 1))
+    t.login(IP, 150, session=("s", 2))
+    assert t.open_sessions(IP) == 2
+    assert t.open_sessions(IP, 159) == 2
+    assert t.open_sessions(IP, 160) == 1  # the first began 60 s ago: over
+    assert t.open_sessions(IP) == 2  # still held until a logout or expiry cleans it up
