@@ -9,7 +9,7 @@ dropped on its header.  Then the UDP socket: what reading one queued
 datagram costs with ``recvfrom`` and with ``recvmmsg`` (interleaved runs,
 loopback), and how many bytes of receive buffer the kernel charges per
 short datagram.  Diagnostic figures, not targets: ``make bench`` has the
-figures the issues name.
+figures the benchmarks report.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402
+import run as bench
 
-from pbsyslog import recvmmsg  # noqa: E402
-from pbsyslog.framing import StreamFramer  # noqa: E402
-from pbsyslog.protocol import set_receive_buffer  # noqa: E402
-from pbsyslog.patterns import load_table  # noqa: E402
-from pbsyslog.pipeline import Pipeline  # noqa: E402
-from pbsyslog.syslog import FAST_PRI_HEADER, parse  # noqa: E402
-from pbsyslog.tracker import Tracker  # noqa: E402
+from pbsyslog import recvmmsg
+from pbsyslog.framing import StreamFramer
+from pbsyslog.patterns import load_table
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.protocol import set_receive_buffer
+from pbsyslog.syslog import FAST_PRI_HEADER, parse
+from pbsyslog.tracker import Tracker
 
 NOW = 1_800_000_000.0
 

@@ -22,7 +22,7 @@ class Counts:
 
 
 class Drain(protocol.DatagramProtocol):
-    def datagramReceived(self, data: bytes, addr: object) -> None:  # noqa: N802
+    def datagramReceived(self, data: bytes, addr: object) -> None:
         if data == b"STAT":
             reply = f"{Counts.datagrams} {Counts.tcp_bytes} {Counts.tcp_lfs} {Counts.tcp_closed}"
             self.transport.write(reply.encode(), addr)
@@ -31,11 +31,11 @@ class Drain(protocol.DatagramProtocol):
 
 
 class StreamDrain(protocol.Protocol):
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         Counts.tcp_bytes += len(data)
         Counts.tcp_lfs += data.count(b"\n")
 
-    def connectionLost(self, reason: object) -> None:  # noqa: N802
+    def connectionLost(self, reason: object) -> None:
         Counts.tcp_closed += 1
 
 

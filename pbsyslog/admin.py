@@ -51,7 +51,7 @@ def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> d
         return _offline(config, message)
     except OSError as e:
         raise AdminError(f"control socket {path}: {e}") from None
-    answer = json.loads(reply)
+    answer: dict[str, Any] = json.loads(reply)
     if not answer.get("ok"):
         raise AdminError(answer.get("error", "refused"))
     return answer

@@ -54,7 +54,7 @@ import time
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from typing import IO, Any, TextIO
+from typing import IO, Any, TextIO, cast
 
 import attrs
 
@@ -191,7 +191,7 @@ def _replay(args: argparse.Namespace) -> int:
         for name, stream in inputs:
             # Classic stamps carry no year: take it from the file's own date.
             reference = datetime.datetime.fromtimestamp(
-                os.fstat(stream.fileno()).st_mtime if name != "-" else time.time(), datetime.timezone.utc)
+                os.fstat(stream.fileno()).st_mtime if name != "-" else time.time(), datetime.UTC)
             for raw in stream:
                 line = raw.rstrip(b"\r\n")
                 try:
@@ -200,7 +200,7 @@ def _replay(args: argparse.Namespace) -> int:
                     stamp = None
                 if stamp is not None:
                     if stamp.tzinfo is None:
-                        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+                        stamp = stamp.replace(tzinfo=datetime.UTC)
                     now = max(now or 0.0, stamp.timestamp())
                 if now is not None:
                     pipeline.feed(line, now)
@@ -259,9 +259,9 @@ def _admin(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
     elif args.command == "list":
         print("IP\tPATTERN\tSECONDS_LEFT\tOPEN_SESSIONS")
-        for e in reply["entries"]:
-            sessions = e.get("open_sessions", "-")
-            print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}\t{sessions}")
+        for entry in reply["entries"]:
+            sessions = entry.get("open_sessions", "-")
+            print(f"{entry['ip']}\t{entry['pattern'] or '-'}\t{entry['seconds_left']:.0f}\t{sessions}")
     elif args.command == "status":
         for key, value in reply.items():
             if key != "ok":
@@ -361,9 +361,9 @@ def _open(name: str, stack: ExitStack) -> IO[bytes]:
         return sys.stdin.buffer
     try:
         if name.endswith(".gz"):
-            stream: IO[bytes] = stack.enter_context(gzip.open(name, "rb"))
-            stream.peek(1)  # type: ignore[attr-defined]  # a non-gzip file fails here, not mid-output
-            return stream
+            gz = stack.enter_context(gzip.GzipFile(name, "rb"))
+            gz.peek(1)  # a non-gzip file fails here, not mid-output
+            return cast(IO[bytes], gz)
         return stack.enter_context(open(name, "rb"))
     except OSError as e:  # gzip.BadGzipFile is an OSError too
         raise CommandError(f"cannot read {name}: {e.strerror or e}") from None

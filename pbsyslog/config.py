@@ -76,6 +76,7 @@ MAP_KINDS = ("postfix-hash", "postfix-btree", "sendmail-access", "sendmail-popau
 
 # The output kind that is a PostgreSQL table instead of a Berkeley DB file.
 PGSQL_KIND = "pgsql"
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
 @attrs.frozen
@@ -142,8 +143,9 @@ class Config:
         """Build a Config from a parsed TOML document; raise ConfigError naming any bad key."""
         known = {
             "grace", "expire_interval", "commit_interval", "dbfile", "map_kind", "output", "map_value", "patterns",
-            "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote", "max_frame", "listen",
-            "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate", "udp_receive_buffer", "max_tracked",
+            "pattern", "authorise_loopback", "authorise_link_local", "mynetworks", "never", "insecure_remote",
+            "max_frame", "listen", "max_connections", "max_connections_per_peer", "idle_timeout", "udp_rate",
+            "udp_receive_buffer", "max_tracked",
             "socketmap", "metrics", "logout_tracking", "max_session", "max_pending", "pending_age",
         }
         unknown = sorted(set(raw) - known)
@@ -259,7 +261,7 @@ class Config:
         if allow:
             networks = _networks(list(allow), "--allow")
             changes["listen"] = tuple(
-                attrs.evolve(l, allow=networks) for l in changes.get("listen", self.listen)
+                attrs.evolve(listener, allow=networks) for listener in changes.get("listen", self.listen)
             )
         return attrs.evolve(self, **changes).checked()
 
@@ -297,10 +299,10 @@ class Config:
                     f"listen {listener}: allow lists {', '.join(world)}, i.e. the whole world; "
                     "list the networks of your POP/IMAP servers, or set insecure_remote = true"
                 )
-            remote = [str(n) for n in networks if not is_loopback_only(n)]
-            if remote and listener.tls_cert is None and not self.insecure_remote:
+            remote_nets = [str(n) for n in networks if not is_loopback_only(n)]
+            if remote_nets and listener.tls_cert is None and not self.insecure_remote:
                 raise ConfigError(
-                    f"listen {listener}: allow lists {', '.join(remote)}, but this is plain "
+                    f"listen {listener}: allow lists {', '.join(remote_nets)}, but this is plain "
                     f"{listener.protocol.upper()}: anyone who can send one forged login line "
                     "(UDP sources are trivially spoofed) can relay spam through your mail "
                     "server. Forward over TLS with client certificates instead, or set "
@@ -468,7 +470,7 @@ def _listener(item: Any, where: str) -> Listener:
 def _kind(value: Any, key: str) -> str:
     if value not in MAP_KINDS:
         raise ConfigError(f"{key}: expected one of {', '.join(MAP_KINDS)}, got {value!r}")
-    return value
+    return str(value)
 
 
 def _output(item: Any, where: str) -> OutputSpec:
@@ -493,13 +495,16 @@ def _pgsql_output(item: Mapping[str, Any], where: str) -> OutputSpec:
     unknown = sorted(set(item) - {"kind", "dsn", "table", "source_host"}
                      - ({"path"} if item.get("path") == f"pgsql:{item.get('table', 'pop_before_smtp')}" else set()))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known for kind pgsql: dsn, kind, source_host, table)")
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} "
+                          "(known for kind pgsql: dsn, kind, source_host, table)")
     dsn = item.get("dsn")
     if not isinstance(dsn, str) or not dsn.strip():
-        raise ConfigError(f'{where}.dsn: expected a libpq connection string, e.g. "host=db.example.net dbname=pbsyslog user=pbsyslog"')
+        raise ConfigError(f'{where}.dsn: expected a libpq connection string, '
+                          'e.g. "host=db.example.net dbname=pbsyslog user=pbsyslog"')
     table = item.get("table", "pop_before_smtp")
-    if not isinstance(table, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$", table):
-        raise ConfigError(f"{where}.table: expected a plain table name (letters, digits, _; schema.table), got {table!r}")
+    if not isinstance(table, str) or not _TABLE_NAME.match(table):
+        raise ConfigError(f"{where}.table: expected a plain table name (letters, digits, _; schema.table), "
+                          f"got {table!r}")
     source_host = item.get("source_host")
     if source_host is not None and (not isinstance(source_host, str) or not source_host):
         raise ConfigError(f"{where}.source_host: expected a non-empty name, got {source_host!r}")

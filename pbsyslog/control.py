@@ -31,7 +31,7 @@ class ControlProtocol(LineOnlyReceiver):
     def __init__(self, service: Any) -> None:
         self._service = service
 
-    def lineReceived(self, line: bytes) -> None:  # noqa: N802 (Twisted's name)
+    def lineReceived(self, line: bytes) -> None:
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
@@ -41,7 +41,7 @@ class ControlProtocol(LineOnlyReceiver):
             reply = {"ok": False, "error": str(e)}
         self.sendLine(json.dumps(reply).encode())
 
-    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+    def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()
 
 
@@ -53,7 +53,7 @@ class ControlFactory(Factory):
     def __init__(self, service: Any) -> None:
         self._service = service
 
-    def buildProtocol(self, addr: object) -> ControlProtocol:  # noqa: N802
+    def buildProtocol(self, addr: object) -> ControlProtocol:
         return ControlProtocol(self._service)
 
 
@@ -72,5 +72,6 @@ def handle(service: Any, request: dict[str, Any]) -> dict[str, Any]:
     if cmd == "flush":
         return {"removed": service.admin_flush()}
     if cmd == "status":
-        return service.status()
+        status: dict[str, Any] = service.status()
+        return status
     raise ValueError(f"unknown command {cmd!r} (list, add, del, flush, status)")

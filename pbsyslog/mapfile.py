@@ -81,7 +81,7 @@ import attrs
 try:  # the maintained successor first; same API.
     from berkeleydb import db  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on what is installed
-    from bsddb3 import db  # type: ignore[import-not-found,no-redef]
+    from bsddb3 import db
 
 DBError = db.DBError
 

@@ -72,7 +72,7 @@ class Outputs:
 
     def _ordered(self) -> list[tuple[str, Any]]:
         """(name, writer): the tables first (they never raise), then the files."""
-        pairs = list(zip(self.names, self.writers))
+        pairs = list(zip(self.names, self.writers, strict=True))
         tables = [(n, w) for n, w in pairs if any(w is t for t in self._tables.values())]
         return [*tables, *[(n, w) for n, w in pairs if (n, w) not in tables]]
 
@@ -104,8 +104,8 @@ class Outputs:
         # The caller logs the primary's changes address by address; an
         # output that had drifted from it (an offline change, a file
         # restored by hand) is said here, once per output.
-        names = {id(w): n for n, w in zip(self.names, self.writers)}
-        for writer, (added, removed) in zip(files[1:], changes[1:]):
+        names = {id(w): n for n, w in zip(self.names, self.writers, strict=True)}
+        for writer, (added, removed) in zip(files[1:], changes[1:], strict=True):
             if added != changes[0][0] or removed != changes[0][1]:
                 log.info("repaired {name}: {a} added, {r} removed to match the authorised set",
                          name=names[id(writer)], a=len(added), r=len(removed))
@@ -113,7 +113,8 @@ class Outputs:
 
     def keys(self) -> set[str]:
         """The primary map's keys."""
-        return self.writers[0].keys()
+        keys: set[str] = self.writers[0].keys()
+        return keys
 
     def close(self) -> None:
         """Flush and close every output (a pgsql one: writes what is pending, briefly)."""

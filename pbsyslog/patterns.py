@@ -446,10 +446,11 @@ def _literal_starts(regex: re.Pattern[str]) -> tuple[str, ...] | None:
     if regex.flags & re.IGNORECASE:
         return None
     try:
-        from re import _constants as sre, _parser  # type: ignore[attr-defined]
+        from re import _constants as sre  # type: ignore[attr-defined]
+        from re import _parser  # type: ignore[attr-defined]
 
         starts, _ = _extend_starts(list(_parser.parse(regex.pattern, regex.flags)), [""], sre)
-    except Exception:  # noqa: BLE001 (see docstring)
+    except Exception:
         return None
     if not starts or "" in starts:
         return None
@@ -535,7 +536,7 @@ def _merge(builtin: list[Pattern], extras: list[Pattern]) -> list[Pattern]:
             replaced = [id(p) in builtin_ids and p.group == pattern.name for p in merged]
             if any(replaced):
                 first = replaced.index(True)
-                kept = [p for p, r in zip(merged, replaced) if not r]
+                kept = [p for p, r in zip(merged, replaced, strict=True) if not r]
                 merged = kept[:first] + [pattern] + kept[first:]
             else:  # every entry of that group was already replaced by name
                 merged.append(pattern)
@@ -675,7 +676,8 @@ def _check_keys(name: str, kind: str, regex: re.Pattern[str], session: Any, ip_f
     if ip_from is not None and ip_from != "connect":
         raise PatternError(name, f"'ip_from' can only be \"connect\", got {ip_from!r}")
     if ip_from is not None and kind not in ("login", "fail", "end"):
-        raise PatternError(name, "'ip_from' is only for login, fail and end entries (the second line of a two-line login)")
+        raise PatternError(name, "'ip_from' is only for login, fail and end entries "
+                                 "(the second line of a two-line login)")
     if kind == "end" and ip_from is None:
         raise PatternError(name, "an 'end' entry only cancels a connect line: it needs ip_from = \"connect\"")
     if ("session" in groups) != (session == "group"):
@@ -686,7 +688,8 @@ def _check_keys(name: str, kind: str, regex: re.Pattern[str], session: Any, ip_f
         raise PatternError(name, "session = \"ip\" needs a named group 'ip'")
     if ip_from is not None:
         if "ip" in groups:
-            raise PatternError(name, "with ip_from = \"connect\" the address is never taken from this line: no group 'ip'")
+            raise PatternError(name, "with ip_from = \"connect\" the address is never taken from this line: "
+                                     "no group 'ip'")
     elif "ip" not in groups and not (kind == "logout" and session in ("group", "pid")):
         raise PatternError(
             name,

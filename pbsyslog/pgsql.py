@@ -313,7 +313,7 @@ class PgsqlWriter:
                 self._resync = False
                 self._dirty = set(self._want) | set(self._written)
                 self._force = set(self._want)
-            ips = []
+            ips: list[str] = []
             while self._dirty and len(ips) < self.batch:
                 ips.append(self._dirty.pop())
             plan = [(ip, self._want.get(ip), self._written.get(ip), ip in self._force) for ip in ips]
@@ -344,22 +344,23 @@ class PgsqlWriter:
                         })
                     if lows:
                         cur.execute(LOWER.format(table=self.table), {
-                            "source": self.source_host, "ips": [l[0] for l in lows],
-                            "written": [l[1] for l in lows], "deadlines": [l[2] for l in lows],
+                            "source": self.source_host, "ips": [low[0] for low in lows],
+                            "written": [low[1] for low in lows], "deadlines": [low[2] for low in lows],
                         })
                 self._conn.commit()
             except BaseException:
                 with self._lock:
                     self._dirty.update(ips)
-                    self._force.update(ip for ip, _, _, force in plan if force)  # not written: again after the reconnect's resync
+                    # Not written: again after the reconnect's resync.
+                    self._force.update(ip for ip, _, _, force in plan if force)
                 raise
             self.commits += 1
         with self._lock:
-            for ip, deadline in done.items():
-                if deadline is None:
+            for ip, committed in done.items():
+                if committed is None:
                     self._written.pop(ip, None)
                 else:
-                    self._written[ip] = deadline
+                    self._written[ip] = committed
         return bool(ups or lows)
 
     def _cleanup(self) -> None:

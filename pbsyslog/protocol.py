@@ -30,7 +30,6 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
-
 from zope.interface import implementer
 
 from pbsyslog import recvmmsg
@@ -108,7 +107,7 @@ def _hand_over(ctx: Listening, frames: list[bytes], peers: Iterable[str]) -> Non
         except Exception:
             log.failure("{n} frames could not be handled", n=len(frames))
         return
-    for frame, peer in zip(frames, peers):
+    for frame, peer in zip(frames, peers, strict=True):
         _deliver(ctx.sink, frame, peer)
 
 
@@ -151,7 +150,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self._buckets = TokenBuckets(ctx.limits.udp_rate) if ctx.limits.udp_rate > 0 else None
         self.rcvbuf: int | None = None  # what the kernel gave (getsockopt), once listening
 
-    def startProtocol(self) -> None:  # noqa: N802 (Twisted's name)
+    def startProtocol(self) -> None:
         """Enlarge the socket's receive buffer to udp_receive_buffer (see above); log what the kernel gave."""
         sock = getattr(self.transport, "socket", None)
         want = self._ctx.limits.udp_receive_buffer
@@ -160,10 +159,10 @@ class SyslogDatagramProtocol(DatagramProtocol):
         self.rcvbuf = set_receive_buffer(sock, want)
         log.info("UDP receive buffer: {got} bytes (asked for {want})", got=self.rcvbuf, want=want)
 
-    def datagramReceived(self, data: bytes, addr: tuple) -> None:  # noqa: N802 (Twisted's name)
+    def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
         self.datagramsReceived([(data, addr[0])])
 
-    def datagramsReceived(self, batch: list[tuple[bytes, str]]) -> None:  # noqa: N802
+    def datagramsReceived(self, batch: list[tuple[bytes, str]]) -> None:
         """Check and frame every datagram of one read [(data, peer host)]; hand the frames over in order.
 
         The same checks as one by one (trust, rate, size, empty), each
@@ -219,12 +218,12 @@ class BatchingUDPPort(udp.Port):
     max_batch = 1024
     _receiver: Any = None
 
-    def startListening(self) -> None:  # noqa: N802 (Twisted's name)
+    def startListening(self) -> None:
         super().startListening()
         if recvmmsg.available():
             self._receiver = recvmmsg.Receiver(self.socket)
 
-    def doRead(self) -> None:  # noqa: N802 (Twisted's name)
+    def doRead(self) -> None:
         batch: list[tuple[bytes, str]] = []
         try:
             receiver = self._receiver
@@ -259,7 +258,7 @@ class BatchingUDPPort(udp.Port):
             except BaseException:
                 log.failure("UDP datagrams could not be handled")
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted's name)
+    def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
         if self._receiver is not None:
             self._receiver.close()
@@ -303,13 +302,14 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self._oversize_seen = 0
         self._malformed_seen = 0
         self._pinned = not self._ctx.tls_peers  # nothing to check without pins
-        self.callLater = self._ctx.clock.callLater  # TimeoutMixin runs on our clock
+        # TimeoutMixin's documented hook for another clock (a class attribute meant to be replaced).
+        self.callLater = self._ctx.clock.callLater  # type: ignore[method-assign]
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         if self._ctx.limits.idle_timeout > 0:
             self.setTimeout(self._ctx.limits.idle_timeout)
 
-    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted's name)
+    def handshakeCompleted(self) -> None:
         """TLS only: drop a client whose certificate matches none of the listener's pins."""
         self._check_pins()
 
@@ -324,7 +324,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
                 self.transport.abortConnection()
         return self._pinned
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if not self._pinned and not self._check_pins():
             return
         self.resetTimeout()
@@ -340,11 +340,11 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
             counters.bad_frames += malformed - self._malformed_seen
             self._oversize_seen, self._malformed_seen = oversize, malformed
 
-    def timeoutConnection(self) -> None:  # noqa: N802
+    def timeoutConnection(self) -> None:
         self._ctx.counters.idle_closed += 1
         self.transport.abortConnection()
 
-    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: object = None) -> None:
         self.setTimeout(None)
         self._factory.closed(self._peer)
 
@@ -359,7 +359,7 @@ class SyslogStreamFactory(Factory):
         self.open_connections = 0
         self._per_peer: dict[str, int] = {}
 
-    def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:
         ctx = self.ctx
         host = getattr(addr, "host", "")
         if not ctx.allowed(host):

@@ -149,7 +149,7 @@ class Receiver:
             offset += DATAGRAM_BUFFER
             name_at += _SOCKADDR_SIZE
         self._view[:used] = self._pristine[:used]
-        return got
+        return int(got)
 
     def close(self) -> None:
         """Release the buffers."""

@@ -58,7 +58,6 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from pbsyslog.framing import datagram_frame
@@ -314,13 +313,15 @@ def _offer(data: bytes, name: bytes) -> list[bytes]:
 class RelpProtocol(SyslogStreamProtocol):
     """One RELP connection (TCP or TLS); idle timeout and TLS pins as the stream listener's."""
 
+    _factory: RelpFactory
+
     def __init__(self, factory: RelpFactory, peer: str) -> None:
         super().__init__(factory, peer)
         self.session = ServerSession(self._ctx.limits.max_frame)
         self._oversize_seen = 0
         self.lost: defer.Deferred[None] = defer.Deferred()
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
+    def dataReceived(self, data: bytes) -> None:
         if not self._pinned and not self._check_pins():
             return
         self.resetTimeout()
@@ -356,7 +357,7 @@ class RelpProtocol(SyslogStreamProtocol):
         self.transport.write(self.session.server_close())
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: object = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: object = None) -> None:
         super().connectionLost(reason)
         self.session.closed = True
         self._factory.sessions.discard(self)
@@ -372,7 +373,7 @@ class RelpFactory(SyslogStreamFactory):
         self.stopping = False
         self._closed: defer.Deferred[None] | None = None
 
-    def buildProtocol(self, addr: object) -> RelpProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: object) -> RelpProtocol | None:
         if self.stopping:
             return None
         # The parent applies the allow-list and connection limits and counts
@@ -421,10 +422,10 @@ class RelpPort:
         self.port = port
         self.factory = factory
 
-    def getHost(self) -> Any:  # noqa: N802 (Twisted's name)
+    def getHost(self) -> Any:
         return self.port.getHost()
 
-    def stopListening(self) -> defer.Deferred[Any]:  # noqa: N802
+    def stopListening(self) -> defer.Deferred[Any]:
         closed = self.factory.shutdown()
         stopped = defer.maybeDeferred(self.port.stopListening)
         return defer.gatherResults([closed, stopped], consumeErrors=True)

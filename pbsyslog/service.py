@@ -13,14 +13,12 @@ on the next tick.
 from __future__ import annotations
 
 import fcntl
-import os
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -28,6 +26,8 @@ from twisted.logger import Logger
 from pbsyslog.config import Config
 from pbsyslog.control import ControlFactory
 from pbsyslog.metrics import Metrics
+from pbsyslog.networks import NeverList, from_postconf
+from pbsyslog.outputs import Outputs
 from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.protocol import (
@@ -44,8 +44,6 @@ from pbsyslog.socketmap import SocketmapFactory
 from pbsyslog.state import StateJournal
 from pbsyslog.tls import server_options
 from pbsyslog.tracker import Tracker
-from pbsyslog.networks import NeverList, from_postconf
-from pbsyslog.outputs import Outputs
 from pbsyslog.trust import SenderFilter, parse_network
 
 log = Logger(namespace="pbsyslog")
@@ -104,7 +102,7 @@ class PbsyslogService(Service):
         self._expiry = LoopingCall(self.tick)
         self._expiry.clock = reactor
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+    def startService(self) -> None:
         self._lock()
         self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
@@ -179,7 +177,7 @@ class PbsyslogService(Service):
                      s=self.tracker.open_count, path=self.journal.path)
         self.journal.compact(self.tracker.entries(), self.tracker.all_sessions())
 
-    def stopService(self) -> Any:  # noqa: N802
+    def stopService(self) -> Any:
         super().stopService()
         if self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
@@ -227,9 +225,9 @@ class PbsyslogService(Service):
             # Acks go out once receive() returned (the login is in the
             # tracker); stopping this port sends serverclose and stops
             # acking, and stopService stops ports before its last flush.
-            options = (server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
-                       if listener.tls_cert is not None else None)
-            port = listen_relp(self.reactor, listener.port, listener.host, ctx, options)
+            relp_tls = (server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+                        if listener.tls_cert is not None else None)
+            port = listen_relp(self.reactor, listener.port, listener.host, ctx, relp_tls)
         else:
             port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
         bound = port.getHost()
@@ -252,12 +250,12 @@ class PbsyslogService(Service):
         except Exception as e:
             log.error("reload refused, the running configuration stays: {error}", error=e)
             return
-        bindings = [(l.protocol, l.host, l.port) for l in self.config.listen]
-        if bindings != [(l.protocol, l.host, l.port) for l in new.listen]:
+        bindings = [(x.protocol, x.host, x.port) for x in self.config.listen]
+        if bindings != [(x.protocol, x.host, x.port) for x in new.listen]:
             log.warn("reload: listeners differ from the running ones; restart to rebind them "
                      "(their trust settings were not changed)")
         else:
-            for (_, gate), listener in zip(self._gates, new.listen):
+            for (_, gate), listener in zip(self._gates, new.listen, strict=True):
                 gate.update(listener)
         self.pipeline.table = table
         self.pipeline.never = never_list(new)
@@ -266,7 +264,7 @@ class PbsyslogService(Service):
             self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
             authorise_loopback=new.authorise_loopback, authorise_link_local=new.authorise_link_local,
             mynetworks=new.mynetworks, never=new.never, grace=new.grace,
-            listen=new.listen if bindings == [(l.protocol, l.host, l.port) for l in new.listen] else self.config.listen,
+            listen=new.listen if bindings == [(x.protocol, x.host, x.port) for x in new.listen] else self.config.listen,
         )
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
                  n=len(table.names), grace=new.grace, ips=len(self.tracker))
@@ -486,6 +484,7 @@ class PbsyslogService(Service):
         """One map commit, timed and counted; on failure, log and mark the map for healing."""
         started = time.perf_counter()
         try:
+            assert self.map is not None, "a commit before start-up"
             self.map.apply(add=add, remove=remove)
         except Exception:
             self._dirty = True

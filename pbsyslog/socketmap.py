@@ -110,7 +110,7 @@ class SocketmapProtocol(Protocol):
         self._names = names
         self._reader = NetstringReader()
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
+    def dataReceived(self, data: bytes) -> None:
         for request in self._reader.feed(data):
             self.transport.write(answer(request, self._lookup, self._names))
         if self._reader.error is not None:
@@ -134,7 +134,7 @@ class SocketmapFactory(Factory):
         self._names = names
         self._allowed = allowed
 
-    def buildProtocol(self, addr: object) -> SocketmapProtocol | None:  # noqa: N802
+    def buildProtocol(self, addr: object) -> SocketmapProtocol | None:
         host = getattr(addr, "host", None)
         # UNIX-socket peers have no host: the socket's file mode is their gate.
         if host is not None and not self._allowed(host):

@@ -33,10 +33,9 @@ import errno
 import json
 import os
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
-
 
 # An IP's open sessions as the tracker hands them over: (floor, [(key, [start, ...]), ...]).
 Sessions = tuple[float, list[tuple[Hashable, list[float]]]]
@@ -60,7 +59,8 @@ def _key(value: Any) -> Hashable:
     """A session key read back from JSON: lists become tuples again (the tracker's keys are tuples)."""
     if isinstance(value, list):
         return tuple(_key(v) for v in value)
-    return value
+    key: Hashable = value
+    return key
 
 
 def _sessions_field(sessions: Sessions) -> str:
@@ -92,7 +92,7 @@ class StateJournal:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lines = 0
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def load(self, now: float) -> Loaded:
         """Read the journal; return the entries whose deadline is after ``now``."""

@@ -76,6 +76,7 @@ class SyslogMessage:
 
     facility: int | None
     severity: int | None
+    _timestamp: datetime.datetime | str | None
     hostname: str | None
     program: str | None
     pid: str | None
@@ -103,7 +104,7 @@ class SyslogMessage:
     def timestamp(self) -> datetime.datetime | None:
         """The sender's timestamp (aware when it had a zone), parsed on first access, or None."""
         ts = self._timestamp
-        if ts.__class__ is str:
+        if isinstance(ts, str):
             ts = self._timestamp = _rfc3339(ts)
         return ts
 
@@ -116,19 +117,19 @@ class SyslogMessage:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() == other._fields()  # type: ignore[attr-defined]
+        return self._fields() == other._fields()
 
     def __ne__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() != other._fields()  # type: ignore[attr-defined]
+        return self._fields() != other._fields()
 
     def __hash__(self) -> int:
         return hash(self._fields())
 
     def __repr__(self) -> str:
         names = ("facility", "severity", "timestamp", "hostname", "program", "pid", "message")
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._fields()))
+        inner = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._fields(), strict=True))
         return f"SyslogMessage({inner})"
 
     def __reduce__(self) -> tuple[Any, ...]:

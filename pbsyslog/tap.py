@@ -57,7 +57,7 @@ class Options(usage.Options):
         """Listen for syslog on TCP HOST:PORT ([V6]:PORT); repeatable, replaces the file's listeners."""
         self["tcp"].append(value)
 
-    def postOptions(self) -> None:  # noqa: N802 (Twisted's name)
+    def postOptions(self) -> None:
         try:
             self.config = self._build_config()
             load_table(self.config.patterns, extra=self.config.extra_patterns)
@@ -92,7 +92,7 @@ def check_map_directory(dbfile: str) -> None:
         raise ConfigError(f"dbfile: directory {directory} is not writable by this user")
 
 
-def makeService(options: Options) -> Any:  # noqa: N802
+def makeService(options: Options) -> Any:
     """Build the service on the global reactor."""
     from twisted.internet import reactor
 

@@ -33,8 +33,10 @@ def _read(path: str, what: str) -> bytes:
         raise TLSSetupError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def server_options(cert: str, key: str, ca: str) -> ssl.CertificateOptions:
+def server_options(cert: str | None, key: str | None, ca: str | None) -> ssl.CertificateOptions:
     """TLS options for a listener: present ``cert``/``key``, require a client certificate signed by ``ca``."""
+    if cert is None or key is None or ca is None:
+        raise TLSSetupError("a TLS listener needs tls_cert, tls_key and tls_ca")
     try:
         certificate = ssl.PrivateCertificate.loadPEM(_read(cert, "certificate") + b"\n" + _read(key, "key"))
     except Exception as e:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_outputs import keys_of
 
 from pbsyslog import admin
 from pbsyslog.config import Config
 from pbsyslog.mapfile import open_output
-from test_outputs import keys_of
 
 IP = "192.0.2.7"
 

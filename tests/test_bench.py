@@ -108,7 +108,7 @@ def test_fast_path_agrees_with_general_header_rule(
         except ValueError as f:
             assert type(f) is type(e)
             return
-        raise AssertionError(f"parse() accepted what parse_reference() refused: {frame!r}")
+        raise AssertionError(f"parse() accepted what parse_reference() refused: {frame!r}") from None
     got = parse(frame, now=now)
     assert got == expected, frame
     assert repr(got) == repr(expected), frame

@@ -21,8 +21,8 @@ from pbsyslog.syslog import parse
 
 
 def _corpus_dir() -> pathlib.Path:
-    """The real-daemon corpus: shared/ beside the checkout (CI), else the workplace's."""
-    from shared_paths import REAL
+    """The real-daemon corpus of Dovecot and Courier (tests/corpus/real)."""
+    from corpus_paths import REAL
 
     return REAL
 
@@ -136,7 +136,7 @@ def test_both_timestamp_styles_mixed_in_one_file(capsys: pytest.CaptureFixture[s
     """A file that alternates RFC 3339 and classic lines gives the logins of both originals, in order."""
     rfc3339 = (CORPUS / DOVECOT_FILES[0]).read_text().splitlines()
     classic = (CORPUS / DOVECOT_FILES[1]).read_text().splitlines()
-    mixed = [a if i % 2 else b for i, (a, b) in enumerate(zip(rfc3339, classic))]
+    mixed = [a if i % 2 else b for i, (a, b) in enumerate(zip(rfc3339, classic, strict=True))]
     path = tmp_path / "mixed.log"
     path.write_text("\n".join(mixed) + "\n")
     code, out, _ = run(capsys, ["check", "--json", str(path)])

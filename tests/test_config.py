@@ -103,6 +103,6 @@ def test_default_allow_is_loopback_and_any_bind_with_it_is_fine() -> None:
 def test_allow_override_applies_to_every_listener() -> None:
     """--allow replaces the allow-list of every listener, and is checked like the file's."""
     config = Config().override(allow=["127.0.0.2"])
-    assert {l.allow for l in config.listen} == {("127.0.0.2/32",)}
+    assert {x.allow for x in config.listen} == {("127.0.0.2/32",)}
     with pytest.raises(ConfigError, match="insecure_remote"):
         Config().override(allow=["192.0.2.1"])

@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
+from test_service import start
 from twisted.internet.testing import StringTransport
 
 from pbsyslog.control import ControlProtocol
-from test_service import start
 
 
 def ask(proto: ControlProtocol, transport: StringTransport, line: bytes) -> dict:

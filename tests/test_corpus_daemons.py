@@ -4,7 +4,7 @@ Each line there was written by a Debian 12 daemon driven over loopback and
 is labelled from what the client did (see the capture script).  A line
 labelled "login" must give a login for exactly the address the client used,
 when the daemon wrote that address on the line at all; nothing else may
-ever give a login.  Dovecot's own log file (the shared corpus' own.log) is
+ever give a login.  Dovecot's own log file (the corpus' real/dovecot/own.log) is
 checked here too, in both ways such a line reaches the table.
 """
 
@@ -43,16 +43,19 @@ def split_line(line: str) -> SyslogMessage:
     return SyslogMessage(None, None, None, found["host"], found["tag"], found["pid"], found["msg"])
 
 
+VERSIONS = json.loads((CORPUS / "versions.json").read_text(encoding="utf-8"))
+
+
 def load_rows() -> list[dict[str, Any]]:
-    """Every labelled line under tests/corpus/."""
+    """Every labelled line of the daemons versions.json names (real/ and wire/ have tests of their own)."""
     rows = []
-    for path in sorted(CORPUS.glob("*/labels.jsonl")):
+    for daemon in sorted(VERSIONS):
+        path = CORPUS / daemon / "labels.jsonl"
         rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return rows
 
 
 ROWS = load_rows()
-VERSIONS = json.loads((CORPUS / "versions.json").read_text(encoding="utf-8"))
 
 
 def row_id(row: Mapping[str, Any]) -> str:
@@ -142,8 +145,8 @@ def test_corpus_hostile_user_names_never_give_their_address() -> None:
 
 
 def own_log_rows() -> list[dict[str, Any]]:
-    """The shared corpus' labels of Dovecot's own log_path file."""
-    from shared_paths import REAL as base
+    """The corpus' labels of Dovecot's own log_path file."""
+    from corpus_paths import REAL as base
     rows = [json.loads(line) for line in (base / "labels.jsonl").read_text(encoding="utf-8").splitlines() if line]
     return [r for r in rows if r["file"].endswith("/own.log")]
 
@@ -152,7 +155,7 @@ OWN = own_log_rows()
 
 
 def test_own_log_is_there() -> None:
-    """The shared corpus has Dovecot own-log lines with logins and failures."""
+    """The corpus has Dovecot own-log lines with logins and failures."""
     assert {r["event"] for r in OWN} >= {"login", "fail", "logout", "other"}
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corpus_paths import WIRE
 from pbsyslog.framing import StreamFramer, datagram_frame
 
-from shared_paths import WIRE  # noqa: E402
 TCP_CAPTURES = sorted(WIRE.glob("tcp_*.bin"))
 
 # Bytes of a pending count header a framer may hold on top of max_frame.
@@ -292,7 +292,7 @@ def _encoded_frames(draw: st.DrawFn) -> tuple[list[bytes], list[tuple[bytes, int
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     """Split data at the given positions (taken modulo its length, sorted)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [data[a:b] for a, b in zip(points, points[1:], strict=True) if b > a]
 
 
 @settings(max_examples=300)
@@ -316,7 +316,7 @@ def test_property_oversize_dropped_whatever_the_split(
     """Exactly the frames over max_frame are dropped and counted, however the stream is cut."""
     frames, encoded = case
     data = b"".join(wire for wire, _ in encoded)
-    kept = [frame for frame, (_, size) in zip(frames, encoded) if size <= max_frame]
+    kept = [frame for frame, (_, size) in zip(frames, encoded, strict=True) if size <= max_frame]
     framer = StreamFramer(max_frame=max_frame)
     assert feed_all(framer, _cut(data, cuts)) == kept
     assert framer.oversize == len(frames) - len(kept)

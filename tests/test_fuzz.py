@@ -2,7 +2,7 @@
 
 Pure and in-process: hypothesis generates the input, Twisted fakes
 (``task.Clock``, ``StringTransport``) stand in for the network.  The
-properties are the issue's robustness claims: arbitrary bytes split at
+properties are the README's robustness claims: arbitrary bytes split at
 arbitrary points never raise, never hold more than the bounds allow, and
 valid frames between garbage are still recovered.
 """
@@ -57,7 +57,7 @@ interesting_bytes = st.lists(
 def split_points(data: bytes) -> st.SearchStrategy[list[bytes]]:
     """All ways of cutting ``data`` into consecutive chunks (possibly empty ones)."""
     return st.lists(st.integers(0, len(data)), max_size=12).map(
-        lambda cuts: [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)])]
+        lambda cuts: [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)]
     )
 
 
@@ -336,7 +336,7 @@ def test_tcp_protocol_survives_arbitrary_chunks(case: tuple[bytes, list[bytes]],
     expected, framer, _ = frame_all([raw], max_frame)
     assert chain.frames == expected
     assert chain.counters.oversize == framer.oversize
-    assert proto._framer.buffered <= max_frame + HEAD_SLACK  # noqa: SLF001 (the bound under test)
+    assert proto._framer.buffered <= max_frame + HEAD_SLACK
     proto.connectionLost(None)
     assert factory.open_connections == 0
 

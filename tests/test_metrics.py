@@ -4,7 +4,6 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
 from test_service import LOGIN, start
 
 

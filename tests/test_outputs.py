@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
+from test_service import LOGIN, Reactor
 
 from pbsyslog.config import MAP_KINDS, Config, OutputSpec
 from pbsyslog.mapfile import OUTPUT_KINDS, open_output
 from pbsyslog.outputs import Outputs
-from test_service import LOGIN, Reactor
 from pbsyslog.service import build
 
 
@@ -28,7 +28,7 @@ def test_config_knows_every_kind() -> None:
 def test_service_writes_every_output(tmp_path: Path) -> None:
     """A login reaches the primary btree map and the Sendmail and Exim outputs; expiry leaves all three."""
     config = Config.from_mapping({
-        "dbfile": str(tmp_path / "map"), "map_kind": "postfix-btree", "grace": 60, "expire_interval": 5,
+        "dbfile": str(tmp_path / "map"), "map_kind": "postfix-btree", "grace": 60, "expire_interval": 5, "mynetworks": "none",
         "output": [
             {"kind": "sendmail-access", "path": str(tmp_path / "access")},
             {"kind": "exim-dbm", "path": str(tmp_path / "exim"), "value": "yes"},

@@ -28,8 +28,8 @@ from pbsyslog.syslog import SyslogMessage
 
 
 def _corpus_dir() -> pathlib.Path:
-    """The real-daemon corpus: shared/ beside the checkout (CI), else the workplace's."""
-    from shared_paths import REAL
+    """The real-daemon corpus of Dovecot and Courier (tests/corpus/real)."""
+    from corpus_paths import REAL
 
     return REAL
 

@@ -32,7 +32,7 @@ class Database:
         self.statements: list[str] = []
         self.connects = 0
 
-    def connect(self, dsn: str) -> "Connection":
+    def connect(self, dsn: str) -> Connection:
         if not self.up:
             raise OSError("connection refused (fake)")
         self.connects += 1
@@ -45,7 +45,7 @@ class Connection:
         self.pending: list[tuple[str, dict[str, Any]]] = []
         self.closed = False
 
-    def cursor(self) -> "Cursor":
+    def cursor(self) -> Cursor:
         return Cursor(self)
 
     def commit(self) -> None:
@@ -62,12 +62,12 @@ class Connection:
     def _apply(self, sql: str, p: dict[str, Any]) -> None:
         rows, now = self.db.rows, self.db.now
         if sql == UPSERT.format(table="pop_before_smtp"):
-            for ip, deadline, pattern in zip(p["ips"], p["deadlines"], p["patterns"]):
+            for ip, deadline, pattern in zip(p["ips"], p["deadlines"], p["patterns"], strict=True):
                 row = rows.get(ip)
                 if row is None or deadline > row["expires_at"]:
                     rows[ip] = {"expires_at": deadline, "pattern": pattern, "source_host": p["source"]}
         elif sql == LOWER.format(table="pop_before_smtp"):
-            for ip, written, deadline in zip(p["ips"], p["written"], p["deadlines"]):
+            for ip, written, deadline in zip(p["ips"], p["written"], p["deadlines"], strict=True):
                 row = rows.get(ip)
                 if row is not None and row["expires_at"] <= written:
                     target = now if deadline is None else max(deadline, now)
@@ -85,7 +85,7 @@ class Cursor:
         self.conn = conn
         self.result: Any = None
 
-    def __enter__(self) -> "Cursor":
+    def __enter__(self) -> Cursor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -451,12 +451,13 @@ def test_outputs_keep_the_table_writer_across_reopen(tmp_path: Path) -> None:
 def test_service_writes_logins_to_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A login received by the service reaches the table with the tracker's deadline; a repeat extends it."""
     from test_service import LOGIN, Reactor
+
     from pbsyslog.service import build
 
     db = Database()
     monkeypatch.setattr(pgsql, "psycopg_connect", db.connect)
     config = Config.from_mapping({
-        "dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5,
+        "dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none",
         "output": [{"kind": "pgsql", "dsn": "dbname=x", "source_host": "pop9"}],
     })
     reactor = Reactor()

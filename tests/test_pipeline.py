@@ -1,12 +1,13 @@
 """Pipeline: the sender's timestamp may shorten an authorisation, never extend it."""
 
 import datetime
+import pathlib
 
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline, may_relay
 from pbsyslog.tracker import Tracker
 
-NOW = datetime.datetime(2026, 11, 29, 14, 0, 0, tzinfo=datetime.timezone.utc).timestamp()
+NOW = datetime.datetime(2026, 11, 29, 14, 0, 0, tzinfo=datetime.UTC).timestamp()
 
 
 def frame(stamp: str, ip: str = "192.0.2.7") -> bytes:
@@ -76,11 +77,10 @@ def test_header_shortcut_changes_nothing(tmp_path) -> None:  # type: ignore[no-u
     import subprocess
     import sys
 
-    from shared_paths import SHARED
-
+    genlog = pathlib.Path(__file__).resolve().parents[1] / "bench" / "genlog.py"
     log = tmp_path / "mail.log"
     subprocess.run(
-        [sys.executable, str(SHARED / "tools" / "genlog.py"), "-n", "6000", "--daemon", "mixed", "--login-frac", "0.05",
+        [sys.executable, str(genlog), "-n", "6000", "--daemon", "mixed", "--login-frac", "0.05",
          "--seed", "6", "--quiet", "-o", str(log)],
         check=True, stdout=subprocess.DEVNULL,
     )

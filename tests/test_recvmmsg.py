@@ -90,13 +90,13 @@ class Collect:
         self.batches: list[list[tuple[bytes, str]]] = []
         self.transport = None
 
-    def makeConnection(self, transport: object) -> None:  # noqa: N802
+    def makeConnection(self, transport: object) -> None:
         self.transport = transport
 
-    def doStop(self) -> None:  # noqa: N802
+    def doStop(self) -> None:
         pass
 
-    def datagramsReceived(self, batch: list[tuple[bytes, str]]) -> None:  # noqa: N802
+    def datagramsReceived(self, batch: list[tuple[bytes, str]]) -> None:
         self.batches.append(batch)
 
 

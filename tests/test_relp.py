@@ -80,7 +80,7 @@ def test_parser_any_split_gives_the_same_frames(frames: list[tuple[int, str, byt
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
     parser = FrameParser(64)
     got: list[Frame] = []
-    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         got += parser.feed(stream[start:end])
         assert parser.buffered <= 64 + MAX_HEADER + 1 + len(stream[start:end])
     assert parser.error is None

@@ -33,10 +33,10 @@ class FakeUDPPort:
     interface: str
     stopped: bool = False
 
-    def getHost(self) -> IPv4Address:  # noqa: N802
+    def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", self.interface, self.port)
 
-    def stopListening(self) -> None:  # noqa: N802
+    def stopListening(self) -> None:
         self.stopped = True
 
 
@@ -47,14 +47,14 @@ class Reactor(MemoryReactorClock):
         super().__init__()
         self.udp: list[tuple[int, Any, str, int]] = []
 
-    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:  # noqa: N802
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> FakeUDPPort:
         self.udp.append((port, protocol, interface, maxPacketSize))
         return FakeUDPPort(port, interface)
 
 
 def start(tmp_path: Path, **settings: Any) -> tuple[Any, Reactor]:
     """Build and start a service on a fake reactor with a real map file in tmp_path."""
-    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, **settings}
+    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none", **settings}
     reactor = Reactor()
     service = build(Config.from_mapping(raw), reactor)
     service.startService()
@@ -219,7 +219,7 @@ def test_burst_is_coalesced_by_commit_interval(tmp_path: Path) -> None:
     reactor.advance(0.5)
     assert map_keys(tmp_path) == {f"192.0.2.{i}" for i in range(100)}
     assert 4 <= len(commits) <= 6, commits
-    assert all(b - a >= 0.25 - 1e-9 for a, b in zip(commits, commits[1:])), commits
+    assert all(b - a >= 0.25 - 1e-9 for a, b in zip(commits, commits[1:], strict=True)), commits
     service.stopService()
 
 
@@ -238,7 +238,7 @@ def test_isolated_login_is_committed_at_once(tmp_path: Path) -> None:
 def restart(tmp_path: Path, service: Any, at: float, **settings: Any) -> tuple[Any, Reactor]:
     """Stop ``service`` and start a new one on a fresh reactor whose clock reads ``at``."""
     service.stopService()
-    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, **settings}
+    raw = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none", **settings}
     reactor = Reactor()
     reactor.advance(at)
     new = build(Config.from_mapping(raw), reactor)
@@ -314,7 +314,7 @@ def test_corrupt_map_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
 
 def test_reload_swaps_patterns_and_trust_keeps_state(tmp_path: Path) -> None:
     """A reload applies new patterns and allow lists at once, and keeps every authorisation."""
-    base = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5}
+    base = {"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none"}
     new = {**base, "patterns": ["courier"], "listen": [
         {"protocol": "udp", "host": "127.0.0.1", "port": 5514, "allow": ["127.0.0.2/32"]}]}
     reactor = Reactor()
@@ -340,7 +340,7 @@ def test_broken_reload_keeps_running_config(tmp_path: Path) -> None:
         raise ConfigError("grace: must be a positive number of seconds, got -1")
 
     reactor = Reactor()
-    service = build(Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5}),
+    service = build(Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none"}),
                     reactor, reload_config=broken)
     service.startService()
     before = service.pipeline.table

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from test_service import map_keys, restart, start
+
 from pbsyslog import admin
 from pbsyslog.config import Config
 from pbsyslog.state import StateJournal
 from pbsyslog.tracker import Tracker
-from test_service import map_keys, restart, start
 
 IP, OTHER = "192.0.2.7", "192.0.2.8"
 
@@ -189,7 +190,7 @@ def test_offline_list_shows_open_sessions_and_add_keeps_them(tmp_path: Path) -> 
 class _Stopped:
     """A service already stopped (restart() stops the one it is given)."""
 
-    def stopService(self) -> None:  # noqa: N802
+    def stopService(self) -> None:
         pass
 
 

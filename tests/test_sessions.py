@@ -15,7 +15,8 @@ from pbsyslog.tracker import Tracker
 
 IP = "192.0.2.7"
 DOVECOT = ("dovecot", "group-key")
-from shared_paths import REAL as SHARED  # noqa: E402
+from corpus_paths import REAL  # noqa: E402
+
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 
 
@@ -350,10 +351,10 @@ def stamp(text: str) -> float:
 
 
 def dovecot_rows() -> list[dict[str, object]]:
-    """The labelled lines of the shared corpus' real Dovecot mail.log, in file order."""
-    rows = [json.loads(x) for x in (SHARED / "labels.jsonl").read_text().splitlines() if x]
+    """The labelled lines of the corpus' real Dovecot mail.log, in file order."""
+    rows = [json.loads(x) for x in (REAL / "labels.jsonl").read_text().splitlines() if x]
     rows = [r for r in rows if r["file"] == "real/dovecot/mail.log"]
-    order = {text: n for n, text in enumerate((SHARED / "dovecot" / "mail.log").read_text().splitlines())}
+    order = {text: n for n, text in enumerate((REAL / "dovecot" / "mail.log").read_text().splitlines())}
     return sorted(rows, key=lambda r: order[r["line"]])
 
 
@@ -431,7 +432,7 @@ def test_real_popa3d_lines_through_the_two_line_correlator() -> None:
 def test_real_logout_lines_keyed_by_address(daemon: str) -> None:
     """Real Courier, solid-pop3d and Perdition lines: each labelled login opens a session and each logout after it starts the grace at the logout."""
     if daemon == "courier":
-        rows = [json.loads(x) for x in (SHARED / "labels.jsonl").read_text().splitlines() if x]
+        rows = [json.loads(x) for x in (REAL / "labels.jsonl").read_text().splitlines() if x]
         rows = [r for r in rows if r["file"] == "real/courier/mail.log"]
     else:
         rows = [json.loads(x) for x in (CORPUS / daemon / "labels.jsonl").read_text().splitlines() if x]

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corpus_paths import WIRE
 from pbsyslog.syslog import MalformedMessage, SyslogMessage, parse
 
-from shared_paths import WIRE  # noqa: E402
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)
 
 # "TAG[PID]:" as the mail.log lines of the corpus write it.

@@ -3,7 +3,6 @@
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
-
 from twisted.internet.task import Clock
 
 from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
@@ -53,11 +52,11 @@ class Recorder:
     def refuse(self, peer: str) -> None:
         self.refused.append(peer)
 
-    def context(self, allow: list[str], limits: Limits = Limits()) -> Listening:
+    def context(self, allow: list[str], limits: Limits | None = None) -> Listening:
         """A listener context that records into this object."""
         self.counters = TransportCounters()
         self.clock = Clock()
-        return Listening(self.sink, SenderFilter(allow).allows, self.refuse, self.counters, limits, self.clock)
+        return Listening(self.sink, SenderFilter(allow).allows, self.refuse, self.counters, limits or Limits(), self.clock)
 
 
 def test_udp_from_untrusted_peer_is_dropped_and_reported() -> None:

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the real service in the middle of a burst of logins, restart it, and read the map with postmap.
 
-The promise under test (issue 5, "Crash"): after a restart the map opens,
+The promise under test (the README's crash promise): after a restart the map opens,
 every IP that was authorised before the kill and whose grace has not run
 out is still authorised, and nothing whose grace ran out comes back.  The
 restarted service uses the same map file, grace and patterns as the killed
@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from harness import (
-    dovecot_login,
     LOOPBACK_V4,
     PbsyslogFactory,
     PbsyslogService,
+    dovecot_login,
     postmap_q,
     run_postmap,
     wait_for,

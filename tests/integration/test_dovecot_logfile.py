@@ -6,7 +6,14 @@ import socket
 from pathlib import Path
 
 from harness import (
-    RSYSLOGD, Daemon, PbsyslogFactory, check_rsyslog_config, free_port, postmap_q, require_program, wait_for,
+    RSYSLOGD,
+    Daemon,
+    PbsyslogFactory,
+    check_rsyslog_config,
+    free_port,
+    postmap_q,
+    require_program,
+    wait_for,
 )
 
 SNIPPET = Path(__file__).resolve().parents[2] / "conf" / "rsyslog" / "pbsyslog-dovecot-logfile.conf"

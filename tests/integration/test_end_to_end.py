@@ -13,11 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from harness import (
-    Stack,
-    Dovecot,
     DovecotFactory,
     PbsyslogFactory,
     RsyslogFactory,
+    Stack,
     imap_login,
     pop3_login,
     pop3_login_fails,

@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    dovecot_login,
     LOOPBACK_V4,
     POSTMAP,
     UNSHARE,
     Daemon,
     PbsyslogFactory,
     PbsyslogService,
+    dovecot_login,
     free_port,
     postfix_config_dir,
     postmap_q,
@@ -346,8 +346,8 @@ def test_full_disk_failure_logged_once_per_kind(tmp_path: Path, tmpfs: TinyTmpfs
         assert service.wait_for_output("map write failed", 5), service.describe()
         failed_at = time.monotonic()
         wait_for(lambda: time.monotonic() > failed_at + 5, 6)
-        failures = [l for l in service.output().splitlines() if "#critical]" in l or "#error]" in l]
-        kinds = {re.sub(r"^\S+ \[[^]]+\] ", "", l) for l in failures}
+        failures = [x for x in service.output().splitlines() if "#critical]" in x or "#error]" in x]
+        kinds = {re.sub(r"^\S+ \[[^]]+\] ", "", x) for x in failures}
         assert len(failures) == len(kinds), f"{len(failures)} failure lines for {len(kinds)} kinds: {sorted(kinds)}"
     finally:
         service.stop()

@@ -27,8 +27,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from harness import PbsyslogService, dovecot_login, postmap_q, run_postmap, wait_for
 from mta_tools import SENDMAIL_RULES, Exim, MtaTree, makemap_dump, sendmail_cf, sendmail_test_mode
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
+from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, dovecot_login, postmap_q, wait_for
 
 FLOOD_LINES = 200_000
 LOGIN_DEADLINE = 1.0

@@ -62,8 +62,8 @@ def test_logger_login_reaches_map(service: PbsyslogService, options: list[str], 
     assert_in_map(service, ip)
 
 
-def test_issue_logger_check(service: PbsyslogService) -> None:
-    """The issue's own check, `logger -n 127.0.0.1 -P PORT -d -t dovecot '...rip=192.0.2.7...'`, authorises 192.0.2.7."""
+def test_readme_logger_check(service: PbsyslogService) -> None:
+    """The README's own check, `logger -n 127.0.0.1 -P PORT -d -t dovecot '...rip=192.0.2.7...'`, authorises 192.0.2.7."""
     result = run_logger(
         "-n", LOOPBACK_V4, "-P", str(service.udp_port), "-d", "-t", "dovecot",
         login_message("192.0.2.7"),

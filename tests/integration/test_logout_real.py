@@ -15,16 +15,15 @@ from collections.abc import Iterator
 import pytest
 
 from harness import (
-    Stack,
     PASSWORD,
     USER,
-    Dovecot,
     DovecotFactory,
     PbsyslogFactory,
     PbsyslogService,
     RsyslogFactory,
     SourceIMAP4,
     SourcePOP3,
+    Stack,
     pop3_login,
     postmap_q,
     server_for,

@@ -11,16 +11,15 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
 from bsddb3 import db
 
 from harness import run_postmap
 from mta_tools import (
     SENDMAIL_RULES,
+    UNSAFE_DIR_WARNING,
     Exim,
     MtaTree,
     makemap_dump,
-    UNSAFE_DIR_WARNING,
     run_checked,
     sendmail_argv,
     sendmail_cf,

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from harness import (
-    dovecot_login,
     LOOPBACK_V4,
     LOOPBACK_V6,
     PbsyslogFactory,
     PbsyslogService,
+    dovecot_login,
     free_port,
     postmap_q,
     run_postmap,

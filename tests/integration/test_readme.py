@@ -77,8 +77,8 @@ def readme_lines() -> list[str]:
 
 def test_every_readme_command_is_tested() -> None:
     """Each literal line of the README is run here or by the named test, which exists."""
-    unknown = [l for l in readme_lines()
-               if l not in QUICK_START and l not in COVERED and not l.startswith(NOT_COMMANDS)]
+    unknown = [line for line in readme_lines()
+               if line not in QUICK_START and line not in COVERED and not line.startswith(NOT_COMMANDS)]
     assert not unknown, f"README lines no test runs: {unknown}"
     for path, needle in COVERED.values():
         assert needle in (ROOT / path).read_text(), f"{path} has no {needle!r}"
@@ -99,9 +99,9 @@ def test_quick_start_verbatim() -> None:
                 break
         else:
             pytest.fail("make run ended before 'pbsyslog ready':\n" + "".join(output))
-        postmap = next(l for l in QUICK_START if l.startswith("postmap")).split("#")[0]
+        postmap = next(x for x in QUICK_START if x.startswith("postmap")).split("#")[0]
         assert subprocess.run(postmap, shell=True, cwd=ROOT, capture_output=True, text=True).stdout == ""
-        logger = next(l for l in QUICK_START if l.startswith("logger"))
+        logger = next(x for x in QUICK_START if x.startswith("logger"))
         subprocess.run(logger, shell=True, cwd=ROOT, check=True, timeout=10)
         found = wait_for(lambda: subprocess.run(postmap, shell=True, cwd=ROOT, capture_output=True,
                                                 text=True).stdout == "OK\n", 1.0)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, postmap_q, wait_for
+from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, dovecot_login, postmap_q, wait_for
 
 TRUSTED = "127.0.0.1"
 STRANGER = "127.0.0.77"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import dovecot_login, LOOPBACK_V4, PbsyslogFactory, PbsyslogService, free_port, run_postmap, wait_for
-
+from harness import LOOPBACK_V4, PbsyslogFactory, PbsyslogService, dovecot_login, free_port, run_postmap, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    dovecot_login,
     LOGGER,
     LOOPBACK_V4,
     RSYSLOGD,
     PbsyslogFactory,
     PbsyslogService,
     SocketRsyslog,
+    dovecot_login,
     free_port,
     postmap_q,
     require_program,

@@ -23,7 +23,7 @@ class Authority:
         self.name = name
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(subject).issuer_name(subject)
@@ -44,7 +44,7 @@ class Authority:
     def issue(self, name: str, server: bool) -> tuple[Path, Path]:
         """Sign a certificate for DNS name ``name``; return (cert path, key path)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         sans: list[x509.GeneralName] = [x509.DNSName(name)]
         if server:
             sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))

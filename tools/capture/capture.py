@@ -419,7 +419,8 @@ class Recorder:
                     what = (
                         f"{kind} session from {source}, user {user!r}, "
                         + ("no authentication" if kind == "noauth" else
-                           f"{'right' if password == PASSWORD else 'wrong'} password, login {'succeeded' if ok else 'failed'}, "
+                           f"{'right' if password == PASSWORD else 'wrong'} password, "
+                           f"login {'succeeded' if ok else 'failed'}, "
                            f"ended by {'QUIT/LOGOUT' if end == 'quit' else 'dropping the connection'}")
                     )
                 self.rows.append({
@@ -567,7 +568,8 @@ class FakeBackend:
 
     def _session(self, conn: socket.socket) -> None:
         f = conn.makefile("rwb")
-        f.write(b"+OK fake backend\r\n"); f.flush()
+        f.write(b"+OK fake backend\r\n")
+        f.flush()
         user = None
         try:
             for raw in f:
@@ -581,7 +583,8 @@ class FakeBackend:
                 elif cmd == "STAT":
                     f.write(b"+OK 0 0\r\n")
                 elif cmd == "QUIT":
-                    f.write(b"+OK bye\r\n"); f.flush()
+                    f.write(b"+OK bye\r\n")
+                    f.flush()
                     break
                 elif cmd == "CAPA":
                     f.write(b"+OK\r\nUSER\r\n.\r\n")
@@ -692,7 +695,7 @@ def capture_cyrus(n: int) -> None:
                     break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"cyrus master did not come up: {proc.stdout.read().decode()}")
+                        raise RuntimeError(f"cyrus master did not come up: {proc.stdout.read().decode()}") from None
                     time.sleep(0.2)
             Recorder("cyrus", version, syslog, {
                 "auth": ["login: ", "badlogin: "],

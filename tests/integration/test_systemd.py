@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "conf" / "pbsyslog.service"
 POSTFIX_SNIPPET = ROOT / "conf" / "postfix" / "main.cf.snippet"
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
