@@ -107,7 +107,7 @@ def _hand_over(ctx: Listening, frames: list[bytes], peers: Iterable[str]) -> Non
         except Exception:
             log.failure("{n} frames could not be handled", n=len(frames))
         return
-    for frame, peer in zip(frames, peers, strict=True):
+    for frame, peer in zip(frames, peers, strict=False):  # peers may be an endless repeat of one peer
         _deliver(ctx.sink, frame, peer)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import random
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -292,7 +293,7 @@ def _encoded_frames(draw: st.DrawFn) -> tuple[list[bytes], list[tuple[bytes, int
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     """Split data at the given positions (taken modulo its length, sorted)."""
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=True) if b > a]
+    return [data[a:b] for a, b in pairwise(points) if b > a]
 
 
 @settings(max_examples=300)

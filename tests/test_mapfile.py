@@ -3,6 +3,7 @@
 import fcntl
 import os
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 from bsddb3 import db
@@ -57,7 +58,7 @@ def test_mtime_moves_on_every_commit(tmp_path: Path) -> None:
         m.apply(add=[f"192.0.2.{i}"])
         seen.append(int(os.stat(tmp_path / "map.db").st_mtime))
     m.close()
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=True)), seen
+    assert all(b > a for a, b in pairwise(seen)), seen
 
 
 def test_commit_waits_for_readers_shared_lock(tmp_path: Path) -> None:

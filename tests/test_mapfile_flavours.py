@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -195,7 +196,7 @@ def test_mtime_moves_on_every_commit(tmp_path: Path, kind: str) -> None:
         w.apply(add=[f"192.0.2.{i}"])
         seen.append(int(os.stat(w.filename).st_mtime))
     w.close()
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=True)), seen
+    assert all(b > a for a, b in pairwise(seen)), seen
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
