@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +25,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOW = datetime.datetime(2026, 1, 15, 12, 0, 0)
 
 
-def test_quick_bench_prints_well_formed_figures() -> None:
+@pytest.mark.integration  # starts the service and a compiled sender (gcc) in processes of their own
+def test_quick_bench_prints_well_formed_figures(tmp_path: pathlib.Path) -> None:
     """`bench/run.py --quick` (what `make bench BENCH_QUICK=1` runs) prints one well-formed JSON figure per line."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
         capture_output=True, text=True, timeout=180, cwd=ROOT,
+        env={**os.environ, "PBSYSLOG_BENCH_CACHE": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     figures = [json.loads(line) for line in done.stdout.splitlines()]
