@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as bench
 
-from pbsyslog import recvmmsg
-from pbsyslog.framing import StreamFramer
+from pbsyslog.inputs import recvmmsg
+from pbsyslog.inputs.framing import StreamFramer
+from pbsyslog.inputs.transports import set_receive_buffer
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
-from pbsyslog.protocol import set_receive_buffer
 from pbsyslog.syslog import FAST_PRI_HEADER, parse
 from pbsyslog.tracker import Tracker
 

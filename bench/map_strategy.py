@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 
-from pbsyslog.mapfile import MapFile
+from pbsyslog.outputs.berkeley import MapFile
 
 
 def ips(n: int, offset: int = 0) -> list[str]:

@@ -634,8 +634,8 @@ def self_rss_kib() -> int:
 def bench_expiry(quick: bool) -> None:
     import gc
 
-    from pbsyslog.mapfile import MapFile
-    from pbsyslog.state import StateJournal
+    from pbsyslog.journal import StateJournal
+    from pbsyslog.outputs.berkeley import MapFile
     from pbsyslog.tracker import Tracker
 
     n = 20_000 if quick else 1_000_000

@@ -59,8 +59,8 @@ def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> d
 
 def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
     """Carry out a request on the files, holding the service's lock."""
+    from pbsyslog.journal import StateJournal
     from pbsyslog.patterns import normalise_ip
-    from pbsyslog.state import StateJournal
 
     cmd = message["cmd"]
     if cmd == "status":
@@ -130,7 +130,7 @@ def _apply(config: Config, add: list[str] = (), remove: list[str] = ()) -> None:
     that only the service computes, and it resyncs the table at start-up.
     """
     from pbsyslog.config import PGSQL_KIND
-    from pbsyslog.mapfile import DBError, open_output
+    from pbsyslog.outputs.berkeley import DBError, open_output
 
     for spec in config.all_outputs():
         if spec.kind == PGSQL_KIND:

@@ -210,7 +210,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.write_map:
         if os.path.abspath(args.write_map) == os.path.abspath(config.dbfile):
             raise CommandError("--write-map names the service's own map; replay never writes it")
-        from pbsyslog.mapfile import open_output
+        from pbsyslog.outputs.berkeley import open_output
 
         writer = open_output(config.map_kind, args.write_map, config.map_value)
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from pbsyslog.trust import LOOPBACK, is_loopback_only, parse_network
+from pbsyslog.inputs.senders import LOOPBACK, is_loopback_only, parse_network
 
 PROTOCOLS = ("udp", "tcp", "tls", "relp")
 _LISTENER_KEYS = ("allow", "host", "hostnames", "port", "protocol", "tls_ca", "tls_cert", "tls_key", "tls_peers")
@@ -69,7 +69,7 @@ class SocketmapListener:
         return f"tcp {host}:{self.port}"
 
 
-# The map flavours pbsyslog can write (pbsyslog.mapfile.OUTPUT_KINDS; a test
+# The map flavours pbsyslog can write (pbsyslog.outputs.berkeley.OUTPUT_KINDS; a test
 # keeps the two equal, and this module stays free of the Berkeley DB binding).
 MAP_KINDS = ("postfix-hash", "postfix-btree", "sendmail-access", "sendmail-popauth", "exim-dbm")
 

@@ -31,8 +31,8 @@ from collections.abc import Hashable
 
 import attrs
 
-from pbsyslog.networks import NeverList
 from pbsyslog.patterns import Pattern, PatternTable
+from pbsyslog.policy import NeverList
 from pbsyslog.syslog import MalformedMessage, parse
 from pbsyslog.tracker import Tracker
 

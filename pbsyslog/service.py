@@ -25,12 +25,10 @@ from twisted.logger import Logger
 
 from pbsyslog.config import Config
 from pbsyslog.control import ControlFactory
-from pbsyslog.metrics import Metrics
-from pbsyslog.networks import NeverList, from_postconf
-from pbsyslog.outputs import Outputs
-from pbsyslog.patterns import load_table, normalise_ip
-from pbsyslog.pipeline import Pipeline
-from pbsyslog.protocol import (
+from pbsyslog.inputs.relp import listen_relp
+from pbsyslog.inputs.senders import SenderFilter, parse_network
+from pbsyslog.inputs.tls import server_options
+from pbsyslog.inputs.transports import (
     MAX_DATAGRAM,
     Limits,
     Listening,
@@ -39,12 +37,14 @@ from pbsyslog.protocol import (
     TransportCounters,
     listen_udp,
 )
-from pbsyslog.relp import listen_relp
-from pbsyslog.socketmap import SocketmapFactory
-from pbsyslog.state import StateJournal
-from pbsyslog.tls import server_options
+from pbsyslog.journal import StateJournal
+from pbsyslog.metrics import Metrics
+from pbsyslog.outputs import Outputs
+from pbsyslog.outputs.socketmap import SocketmapFactory
+from pbsyslog.patterns import load_table, normalise_ip
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.policy import NeverList, from_postconf
 from pbsyslog.tracker import Tracker
-from pbsyslog.trust import SenderFilter, parse_network
 
 log = Logger(namespace="pbsyslog")
 

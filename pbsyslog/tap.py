@@ -14,8 +14,8 @@ from typing import Any
 from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, load, parse_hostport, parse_socketmap
+from pbsyslog.inputs.tls import TLSSetupError, server_options
 from pbsyslog.patterns import PatternError, load_table
-from pbsyslog.tls import TLSSetupError, server_options
 
 
 class Options(usage.Options):

@@ -9,7 +9,7 @@ from test_outputs import keys_of
 
 from pbsyslog import admin
 from pbsyslog.config import Config
-from pbsyslog.mapfile import open_output
+from pbsyslog.outputs.berkeley import open_output
 
 IP = "192.0.2.7"
 

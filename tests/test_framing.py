@@ -1,4 +1,4 @@
-"""Tests for pbsyslog.framing: RFC 6587 stream framing and UDP datagrams."""
+"""Tests for pbsyslog.inputs.framing: RFC 6587 stream framing and UDP datagrams."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corpus_paths import WIRE
-from pbsyslog.framing import StreamFramer, datagram_frame
+from pbsyslog.inputs.framing import StreamFramer, datagram_frame
 
 TCP_CAPTURES = sorted(WIRE.glob("tcp_*.bin"))
 

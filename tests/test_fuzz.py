@@ -17,13 +17,13 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from pbsyslog.framing import StreamFramer, datagram_frame
+from pbsyslog.inputs.framing import StreamFramer, datagram_frame
+from pbsyslog.inputs.senders import SenderFilter
+from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Pipeline
-from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.syslog import MalformedMessage, SyslogMessage, parse
 from pbsyslog.tracker import Tracker
-from pbsyslog.trust import SenderFilter
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -6,8 +6,8 @@ import pytest
 from test_service import LOGIN, Reactor
 
 from pbsyslog.config import MAP_KINDS, Config, OutputSpec
-from pbsyslog.mapfile import OUTPUT_KINDS, open_output
 from pbsyslog.outputs import Outputs
+from pbsyslog.outputs.berkeley import OUTPUT_KINDS, open_output
 from pbsyslog.service import build
 
 

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from pbsyslog import pgsql
 from pbsyslog.config import MAP_KINDS, Config, ConfigError, OutputSpec
-from pbsyslog.outputs import Outputs
-from pbsyslog.pgsql import CLEANUP, LOCK, LOWER, UPSERT, PgsqlWriter, check_table
+from pbsyslog.outputs import Outputs, pgsql
+from pbsyslog.outputs.pgsql import CLEANUP, LOCK, LOWER, UPSERT, PgsqlWriter, check_table
 
 
 class Database:

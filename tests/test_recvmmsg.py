@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from twisted.internet import reactor
 
-from pbsyslog import recvmmsg
-from pbsyslog.protocol import BatchingUDPPort
+from pbsyslog.inputs import recvmmsg
+from pbsyslog.inputs.transports import BatchingUDPPort
 
 
 def test_this_machine_has_recvmmsg() -> None:
@@ -147,7 +147,7 @@ def test_port_batch_is_bounded() -> None:
 
 def test_an_address_of_another_family_is_no_peer() -> None:
     """A sockaddr that is neither IPv4 nor IPv6 gives "", which no allow list admits, rather than an error."""
-    from pbsyslog.trust import SenderFilter
+    from pbsyslog.inputs.senders import SenderFilter
 
     name = socket.AF_UNIX.to_bytes(2, sys.byteorder) + b"/tmp/x"
     assert recvmmsg._peer(name) == ""

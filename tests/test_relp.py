@@ -13,9 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from pbsyslog.config import Config, ConfigError
-from pbsyslog.mapfile import MapFile
-from pbsyslog.protocol import Limits, Listening, TransportCounters
-from pbsyslog.relp import (
+from pbsyslog.inputs.relp import (
     MAX_HEADER,
     SERVERCLOSE,
     Deliver,
@@ -29,6 +27,8 @@ from pbsyslog.relp import (
     next_txnr,
     rsp,
 )
+from pbsyslog.inputs.transports import Limits, Listening, TransportCounters
+from pbsyslog.outputs.berkeley import MapFile
 from pbsyslog.service import build
 
 OPEN_DATA = b"relp_version=0\nrelp_software=librelp,1.11.0,https://www.rsyslog.com\ncommands=syslog"

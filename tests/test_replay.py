@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pbsyslog.cli import main
-from pbsyslog.mapfile import open_output
+from pbsyslog.outputs.berkeley import open_output
 
 LOG = """\
 2026-11-29T14:00:00.000000+00:00 vm dovecot: pop3-login: Login: user=<a>, method=PLAIN, rip=192.0.2.1, lip=192.0.2.254, mpid=1

@@ -11,8 +11,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, Listener
-from pbsyslog.mapfile import MapFile
-from pbsyslog.protocol import MAX_DATAGRAM
+from pbsyslog.inputs.transports import MAX_DATAGRAM
+from pbsyslog.outputs.berkeley import MapFile
 from pbsyslog.service import build
 from pbsyslog.tap import Options
 

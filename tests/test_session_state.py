@@ -9,7 +9,7 @@ from test_service import map_keys, restart, start
 
 from pbsyslog import admin
 from pbsyslog.config import Config
-from pbsyslog.state import StateJournal
+from pbsyslog.journal import StateJournal
 from pbsyslog.tracker import Tracker
 
 IP, OTHER = "192.0.2.7", "192.0.2.8"

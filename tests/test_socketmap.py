@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
-from pbsyslog.socketmap import NetstringReader, SocketmapProtocol, answer, netstring
+from pbsyslog.outputs.socketmap import NetstringReader, SocketmapProtocol, answer, netstring
 
 TABLE = {"192.0.2.7": "OK"}
 

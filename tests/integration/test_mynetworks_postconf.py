@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import postfix_config_dir, require_program
-from pbsyslog.networks import from_postconf
+from pbsyslog.policy import from_postconf
 
 
 def test_real_postconf(monkeypatch: pytest.MonkeyPatch) -> None:

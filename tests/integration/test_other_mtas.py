@@ -26,7 +26,7 @@ from mta_tools import (
     sendmail_compile_flags,
     sendmail_test_mode,
 )
-from pbsyslog.mapfile import open_output
+from pbsyslog.outputs.berkeley import open_output
 
 V4, V6, OTHER = "192.0.2.7", "2001:db8::7", "192.0.2.8"
 # ${client_addr} for 2001:db8::7 on a Sendmail built with IPV6_FULL (8.15+ default, Debian).

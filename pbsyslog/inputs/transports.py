@@ -1,7 +1,7 @@
 """Transports: UDP datagrams and TCP streams -> frames -> the service's sink.
 
 Contract: thin Twisted wrappers around the sans-I/O framing in
-``framing.py``.  They know nothing about syslog syntax, patterns or maps;
+``framing.py`` beside this module.  They know nothing about syslog syntax, patterns or maps;
 each complete frame goes to ``sink(frame, peer_host)``.  A sink must not
 raise; if it does anyway, the error is logged here and the connection and
 the listener stay up.
@@ -32,9 +32,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from pbsyslog import recvmmsg
-from pbsyslog.framing import TRAILER, StreamFramer
-from pbsyslog.tls import matches_pins
+from pbsyslog.inputs import recvmmsg
+from pbsyslog.inputs.framing import TRAILER, StreamFramer
+from pbsyslog.inputs.tls import matches_pins
 
 Sink = Callable[[bytes, str], None]
 BatchSink = Callable[[list[bytes]], None]
@@ -211,7 +211,7 @@ class BatchingUDPPort(udp.Port):
     raises the errors Twisted's own port does, and calls
     ``datagramsReceived(batch)`` once instead of ``datagramReceived`` per
     datagram.  On this path the system calls and the per-datagram Python
-    calls cost more than the syslog parsing: ``recvmmsg`` (``pbsyslog.recvmmsg``)
+    calls cost more than the syslog parsing: ``recvmmsg`` (``pbsyslog.inputs.recvmmsg``)
     reads up to 64 datagrams per call.
     """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from bsddb3 import db
 
-from pbsyslog.mapfile import OUTPUT_KINDS, MapFile, default_value, open_output, output_filename
+from pbsyslog.outputs.berkeley import OUTPUT_KINDS, MapFile, default_value, open_output, output_filename
 
 V4, V6 = "192.0.2.7", "2001:db8::7"
 

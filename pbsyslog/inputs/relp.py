@@ -60,8 +60,8 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from pbsyslog.framing import datagram_frame
-from pbsyslog.protocol import Listening, SyslogStreamFactory, SyslogStreamProtocol, _deliver
+from pbsyslog.inputs.framing import datagram_frame
+from pbsyslog.inputs.transports import Listening, SyslogStreamFactory, SyslogStreamProtocol, _deliver
 
 log = Logger()
 

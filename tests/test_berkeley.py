@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bsddb3 import db
 
-from pbsyslog.mapfile import MapFile
+from pbsyslog.outputs.berkeley import MapFile
 
 
 def read_raw(path: Path) -> dict[bytes, bytes]:

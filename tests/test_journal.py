@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pbsyslog.state import StateJournal
+from pbsyslog.journal import StateJournal
 
 
 def test_round_trip_last_line_wins(tmp_path: Path) -> None:

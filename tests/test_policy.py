@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbsyslog.networks import NeverList, parse_mynetworks
+from pbsyslog.policy import NeverList, parse_mynetworks
 
 FILES = {
     "/etc/postfix/network_table": "# trusted\n192.0.2.0/28 198.51.100.7\n[2001:db8::]/32  # v6\n",

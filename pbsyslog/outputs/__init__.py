@@ -11,7 +11,7 @@ How it fails: ``apply`` and ``replace_all`` raise the first error of any
 output; the caller marks the maps for healing and calls ``reopen`` +
 ``replace_all`` later, which is idempotent for the outputs that did succeed.
 
-A "pgsql" output (``pbsyslog.pgsql``) is not a file: it is built once,
+A "pgsql" output (``pbsyslog.outputs.pgsql``) is not a file: it is built once,
 with the tracker's ``deadline_of`` / ``pattern_of`` lookups (its rows carry
 deadlines, the files only keys), is written before the files so a failing
 file cannot hold it back, never raises (it queues for its own worker
@@ -30,7 +30,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from pbsyslog.config import PGSQL_KIND, OutputSpec
-from pbsyslog.mapfile import DBError, MapWriter, open_output, output_filename
+from pbsyslog.outputs.berkeley import DBError, MapWriter, open_output, output_filename
 
 log = Logger(namespace="pbsyslog")
 
@@ -177,7 +177,7 @@ def open_pgsql(
     connect: Callable[[str], Any] | None,
 ) -> Any:
     """Start the writer of one pgsql output (it connects in its own thread, never here)."""
-    from pbsyslog.pgsql import PgsqlWriter
+    from pbsyslog.outputs.pgsql import PgsqlWriter
 
     if deadline_of is None or pattern_of is None:
         raise ValueError("a pgsql output needs the tracker's deadline_of and pattern_of lookups")

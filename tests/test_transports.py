@@ -5,11 +5,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from pbsyslog.inputs.senders import SenderFilter
+from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
-from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.tracker import Tracker
-from pbsyslog.trust import SenderFilter
 
 
 class Harness:

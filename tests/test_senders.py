@@ -5,8 +5,8 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 
-from pbsyslog.protocol import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
-from pbsyslog.trust import SenderFilter, is_loopback_only, parse_network
+from pbsyslog.inputs.senders import SenderFilter, is_loopback_only, parse_network
+from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 
 
 def test_default_loopback_list() -> None:

@@ -1,0 +1,1 @@
+"""Inputs: everything that receives login reports (syslog over UDP, TCP, TLS and RELP) and who may send them."""
