@@ -175,16 +175,12 @@ def _parser() -> argparse.ArgumentParser:
 def _replay(args: argparse.Namespace) -> int:
     """``pbsyslog replay``: the tracker's state after feeding the files at their own times."""
     from pbsyslog.pipeline import Pipeline
-    from pbsyslog.service import never_list
+    from pbsyslog.policy import never_list
     from pbsyslog.syslog import MalformedMessage, parse
-    from pbsyslog.tracker import Tracker
 
     config = _config(args.config)
     table = _table(config, args.patterns)
-    pipeline = Pipeline(
-        table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
-        config.max_pending, config.pending_age, config.logout_tracking, never=never_list(config),
-    )
+    pipeline = Pipeline.from_config(config, table, never_list(config)[0])
     now = None
     with ExitStack() as stack:
         inputs = [(name, _open(name, stack)) for name in args.files]

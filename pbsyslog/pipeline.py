@@ -31,6 +31,7 @@ from collections.abc import Hashable
 
 import attrs
 
+from pbsyslog.config import Config
 from pbsyslog.patterns import Pattern, PatternTable
 from pbsyslog.policy import NeverList
 from pbsyslog.syslog import MalformedMessage, parse
@@ -124,6 +125,14 @@ class Connections:
 
 class Pipeline:
     """Feeds frames through parsing and matching into the tracker."""
+
+    @classmethod
+    def from_config(cls, config: Config, table: PatternTable, never: NeverList) -> Pipeline:
+        """The pipeline ``config`` describes, with a fresh tracker, for ``table`` and the ``never`` rules."""
+        return cls(
+            table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
+            config.max_pending, config.pending_age, config.logout_tracking, never=never,
+        )
 
     def __init__(
         self,

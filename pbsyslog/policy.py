@@ -21,6 +21,9 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterable
 
+from pbsyslog.config import Config
+from pbsyslog.inputs.senders import parse_network
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 POSTCONF = "postconf"
@@ -169,3 +172,29 @@ class NeverList:
         if _within(version, address, self._mynetworks):
             return "mynetworks"
         return None
+
+
+def never_list(config: Config) -> tuple[NeverList, list[str], list[Network] | None]:
+    """The never-authorise rules of ``config``: (rules, warnings, the networks postconf gave or None).
+
+    With ``mynetworks = "postconf"`` the local Postfix is asked; when it
+    cannot answer, the rules hold no mynetworks and a warning says why.
+    """
+    mynetworks: list[Network] = []
+    warnings: list[str] = []
+    from_postfix: list[Network] | None = None
+    if config.mynetworks == "postconf":
+        try:
+            mynetworks, warnings = from_postconf()
+        except OSError as e:
+            warnings = [f"cannot read Postfix's mynetworks ({e}); set mynetworks in the config"]
+        from_postfix = mynetworks
+    elif config.mynetworks != "none":
+        mynetworks = [parse_network(n) for n in config.mynetworks]
+    never = NeverList(
+        mynetworks=mynetworks,
+        never=[parse_network(n) for n in config.never],
+        authorise_loopback=config.authorise_loopback,
+        authorise_link_local=config.authorise_link_local,
+    )
+    return never, warnings, from_postfix

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from pbsyslog.config import Config
 from pbsyslog.control import ControlFactory
 from pbsyslog.inputs.relp import listen_relp
-from pbsyslog.inputs.senders import SenderFilter, parse_network
+from pbsyslog.inputs.senders import SenderFilter
 from pbsyslog.inputs.tls import server_options
 from pbsyslog.inputs.transports import (
     MAX_DATAGRAM,
@@ -43,8 +43,7 @@ from pbsyslog.outputs import Outputs
 from pbsyslog.outputs.socketmap import SocketmapFactory
 from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Pipeline
-from pbsyslog.policy import NeverList, from_postconf
-from pbsyslog.tracker import Tracker
+from pbsyslog.policy import NeverList, never_list
 
 log = Logger(namespace="pbsyslog")
 
@@ -258,7 +257,7 @@ class PbsyslogService(Service):
             for (_, gate), listener in zip(self._gates, new.listen, strict=True):
                 gate.update(listener)
         self.pipeline.table = table
-        self.pipeline.never = never_list(new)
+        self.pipeline.never = logged_never_list(new)
         self.tracker.grace = new.grace
         self.config = attrs.evolve(
             self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
@@ -563,29 +562,15 @@ def build(
     ``reload_config``, when given, is how SIGHUP gets a fresh config.
     """
     table = load_table(config.patterns, extra=config.extra_patterns)
-    pipeline = Pipeline(
-        table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
-        config.max_pending, config.pending_age, config.logout_tracking, never=never_list(config),
-    )
+    pipeline = Pipeline.from_config(config, table, logged_never_list(config))
     return PbsyslogService(config, reactor, pipeline, reload_config)
 
 
-def never_list(config: Config) -> NeverList:
-    """The never-authorise rules of ``config``, asking the local Postfix for mynetworks if told to."""
-    mynetworks: list[Any] = []
-    if config.mynetworks == "postconf":
-        try:
-            mynetworks, warnings = from_postconf()
-        except OSError as e:
-            warnings = [f"cannot read Postfix's mynetworks ({e}); set mynetworks in the config"]
-        for warning in warnings:
-            log.warn("mynetworks: {warning}", warning=warning)
-        log.info("mynetworks from postconf: {nets}", nets=" ".join(str(n) for n in mynetworks) or "(none)")
-    elif config.mynetworks != "none":
-        mynetworks = [parse_network(n) for n in config.mynetworks]
-    return NeverList(
-        mynetworks=mynetworks,
-        never=[parse_network(n) for n in config.never],
-        authorise_loopback=config.authorise_loopback,
-        authorise_link_local=config.authorise_link_local,
-    )
+def logged_never_list(config: Config) -> NeverList:
+    """``policy.never_list(config)``, with what it found about mynetworks in the service's log."""
+    never, warnings, from_postfix = never_list(config)
+    for warning in warnings:
+        log.warn("mynetworks: {warning}", warning=warning)
+    if from_postfix is not None:
+        log.info("mynetworks from postconf: {nets}", nets=" ".join(str(n) for n in from_postfix) or "(none)")
+    return never

@@ -1,6 +1,8 @@
 """pbsyslog replay: a log fed at its own timestamps gives the authorisations of its last moment."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,20 @@ def test_replay_writes_only_a_map_it_is_told_to(tmp_path: Path, capsys: pytest.C
     assert main(["replay", "--config", str(conf), "--write-map", str(tmp_path / "prod"), str(log)]) == 2
     assert "never writes it" in capsys.readouterr().err
     assert not (tmp_path / "prod.db").exists()
+
+
+def test_replay_loads_no_twisted(tmp_path: Path) -> None:
+    """`pbsyslog replay` runs the pipeline without importing Twisted (no reactor, no service)."""
+    log = tmp_path / "mail.log"
+    log.write_text(LOG)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'mynetworks = "none"\ndbfile = "{tmp_path}/prod"\n')
+    code = (
+        "import sys; from pbsyslog.cli import main; "
+        f"code = main(['replay', '--json', '--config', {str(conf)!r}, {str(log)!r}]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'), file=sys.stderr); sys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["authorised"][0]["ip"] == "192.0.2.2"
+    assert done.stderr.splitlines()[-1] == "[]", done.stderr
