@@ -26,8 +26,8 @@ ignored.  Matching never looks at the facility.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Hashable
+from typing import NamedTuple
 
 import attrs
 
@@ -35,7 +35,7 @@ from pbsyslog.config import Config
 from pbsyslog.patterns import Pattern, PatternTable
 from pbsyslog.policy import NeverList
 from pbsyslog.syslog import MalformedMessage, parse
-from pbsyslog.tracker import Tracker
+from pbsyslog.tracker import Change, Tracker
 
 
 @attrs.define
@@ -60,14 +60,23 @@ class Counters:
     matches: dict[tuple[str, str], int] = attrs.Factory(dict)
 
 
-def may_relay(ip: str, authorise_loopback: bool) -> bool:
-    """Say whether a login from ``ip`` may authorise relaying at all."""
-    address = ipaddress.ip_address(ip)
-    if address.is_unspecified or address.is_multicast:
-        return False
-    if address.is_loopback:
-        return authorise_loopback
-    return True
+class Moved(NamedTuple):
+    """A line moved ``ip``'s deadline: the map and the journal must follow."""
+
+    ip: str
+    pattern: str
+    change: Change
+
+
+class Refused(NamedTuple):
+    """A login that authorised nothing, and why: a never-rule ("special", "never", "mynetworks") or "full"."""
+
+    ip: str
+    reason: str
+
+
+# What one frame did: None for nothing the service must act on (most lines).
+Outcome = Moved | Refused | None
 
 
 class Connections:
@@ -154,18 +163,12 @@ class Pipeline:
         self.connections = Connections(max_pending, pending_age)
         self.logout_tracking = logout_tracking
         self.counters = Counters()
-        self.last_ignored: tuple[str, str] | None = None  # (ip, reason) of the last login ignored
 
-    def feed(
-        self, frame: bytes, now: float, hostnames: frozenset[str] | None = None
-    ) -> tuple[str, str, str] | None:
-        """Handle one frame; return (ip, pattern, change) when it moved an IP's deadline.
+    def feed(self, frame: bytes, now: float, hostnames: frozenset[str] | None = None) -> Outcome:
+        """Handle one frame: ``Moved`` when it moved an IP's deadline, ``Refused`` for a login not authorised.
 
-        change is "added" (newly authorised: write it to the map),
-        "extended" (deadline later) or "changed" (deadline earlier: a
-        logout).  ``hostnames``, when given, are the syslog HOSTNAMEs the
-        listener accepts: a message from any other host is counted and
-        dropped.
+        ``hostnames``, when given, are the syslog HOSTNAMEs the listener
+        accepts: a message from any other host is counted and dropped.
         """
         counters = self.counters
         counters.frames += 1
@@ -237,7 +240,7 @@ class Pipeline:
                 return None
             counters.logouts += 1
             closed_ip, change = closed
-            return None if change is None else (closed_ip, event.pattern, change)
+            return None if change is None else Moved(closed_ip, event.pattern, change)
 
         # kind == "login"
         if ip is None:
@@ -248,8 +251,7 @@ class Pipeline:
         if reason is not None:
             counters.refused += 1
             counters.ignored[reason] = counters.ignored.get(reason, 0) + 1
-            self.last_ignored = (ip, reason)
-            return None
+            return Refused(ip, reason)
         if when + tracker.grace <= now:
             counters.stale += 1
             return None
@@ -257,14 +259,14 @@ class Pipeline:
             # Full: never evict a live authorisation to make room; the new
             # client is not authorised (counted; the service logs it loudly).
             counters.full += 1
-            return None
+            return Refused(ip, "full")
         session = None
         if self.logout_tracking and entry.session is not None and (entry.group, entry.session) in table.closable:
             session = _session_key(entry, event.session, ip, host, message.program, message.pid)
         change = tracker.login(ip, when, event.pattern, session, entry.session == "ip")
         if change is None:
             return None
-        return ip, event.pattern, change
+        return Moved(ip, event.pattern, change)
 
 
 def _session_key(

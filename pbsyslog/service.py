@@ -42,8 +42,9 @@ from pbsyslog.metrics import Metrics
 from pbsyslog.outputs import Outputs
 from pbsyslog.outputs.socketmap import SocketmapFactory
 from pbsyslog.patterns import load_table, normalise_ip
-from pbsyslog.pipeline import Pipeline
+from pbsyslog.pipeline import Moved, Pipeline, Refused
 from pbsyslog.policy import NeverList, never_list
+from pbsyslog.tracker import Change
 
 log = Logger(namespace="pbsyslog")
 
@@ -87,8 +88,6 @@ class PbsyslogService(Service):
             udp_rate=config.udp_rate,
             udp_receive_buffer=config.udp_receive_buffer,
         )
-        self._full_seen = 0
-        self._refused_seen = 0
         self._full_warned = float("-inf")
         self._pending_adds: dict[str, float] = {}  # ip -> when its login arrived
         self._pending_state: set[str] = set()
@@ -288,7 +287,7 @@ class PbsyslogService(Service):
         change = self.tracker.restore(ip, now + (grace or self.config.grace), "manual")
         if change is not None:
             self._pending_state.add(ip)
-            if change == "added":
+            if change is Change.ADDED:
                 self._pending_adds.setdefault(ip, now)
             self.flush()
         return ip
@@ -379,28 +378,26 @@ class PbsyslogService(Service):
         """
         now = self.reactor.seconds()
         feed = self.pipeline.feed
-        counters = self.pipeline.counters
         for frame in frames:
-            change = feed(frame, now, hostnames)
-            if change is not None:
-                self._changed(change[0], change[2], now)
-            elif counters.full != self._full_seen or counters.refused != self._refused_seen:
-                self._noticed()
+            outcome = feed(frame, now, hostnames)
+            if outcome is None:
+                continue
+            if isinstance(outcome, Moved):
+                self._changed(outcome.ip, outcome.change, now)
+            else:
+                self._refused_login(outcome)
 
-    def _noticed(self) -> None:
-        """A login was refused (tracker full) or ignored (never list): warn, or log it at debug level."""
-        counters = self.pipeline.counters
-        if counters.full != self._full_seen:
+    def _refused_login(self, refused: Refused) -> None:
+        """A login authorised nothing: the tracker is full (warn), or a never-rule holds (debug)."""
+        if refused.reason == "full":
             self._warn_full()
-        if counters.refused != self._refused_seen:
-            self._refused_seen = counters.refused
-            ip, reason = self.pipeline.last_ignored or ("?", "?")
-            log.debug("ignored login from {ip} ({reason})", ip=ip, reason=reason)
+        else:
+            log.debug("ignored login from {ip} ({reason})", ip=refused.ip, reason=refused.reason)
 
-    def _changed(self, ip: str, kind: str, now: float) -> None:
+    def _changed(self, ip: str, change: Change, now: float) -> None:
         """A deadline moved: journal it with the next commit, and schedule that commit."""
         self._pending_state.add(ip)
-        if kind == "added":
+        if change is Change.ADDED:
             self._pending_adds.setdefault(ip, now)
         if self._flush_call is None or not self._flush_call.active():
             # Coalesce: an isolated login is committed on the next reactor
@@ -410,14 +407,13 @@ class PbsyslogService(Service):
             self._flush_call = self.reactor.callLater(delay, self.flush)
 
     def _warn_full(self) -> None:
-        self._full_seen = self.pipeline.counters.full
         now = self.reactor.seconds()
         if now - self._full_warned >= 60:
             self._full_warned = now
             log.error(
                 "tracker is full ({n} authorised IPs, max_tracked): new logins are NOT authorised "
                 "until some expire; {refused} refused so far",
-                n=len(self.tracker), refused=self._full_seen,
+                n=len(self.tracker), refused=self.pipeline.counters.full,
             )
 
     def flush(self) -> None:

@@ -49,6 +49,7 @@ everything is refiled when stale entries outnumber live ones.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
 from collections.abc import Hashable
@@ -57,6 +58,14 @@ _NEVER = float("-inf")
 # The bucket of a deadline that has no whole second: -inf's is opened by the
 # first expire; inf's and nan's in practice never.
 _FAR = 1 << 62
+
+
+class Change(enum.StrEnum):
+    """How a call moved an IP's deadline (None where it did not move)."""
+
+    ADDED = "added"  # newly authorised: the map must get it
+    EXTENDED = "extended"  # later than before
+    SHORTENED = "shortened"  # earlier than before (a logout started the grace)
 
 
 def _second(deadline: float) -> int:
@@ -153,11 +162,11 @@ class Tracker:
 
     def login(
         self, ip: str, now: float, pattern: str = "", session: Hashable | None = None, counted: bool = False
-    ) -> str | None:
+    ) -> Change | None:
         """Authorise ``ip`` until now + grace, and open a session under ``session`` if given.
 
-        Returns "added" for an IP that was not authorised, "extended" when
-        its deadline moved, None when nothing changed.
+        Returns ADDED for an IP that was not authorised, EXTENDED when its
+        deadline moved, None when nothing changed.
         """
         self._raise_floor(ip, now + self.grace)
         if session is not None:
@@ -169,12 +178,12 @@ class Tracker:
             self._pattern[ip] = pattern
         return change
 
-    def logout(self, session: Hashable, now: float) -> tuple[str, str | None] | None:
+    def logout(self, session: Hashable, now: float) -> tuple[str, Change | None] | None:
         """Close one session open under ``session``; the grace of its IP starts now.
 
         Returns None when no session is open under that key (nothing
-        changes), else (ip, change) with change "changed" (the deadline
-        moved earlier), "extended" (later) or None.  Sessions already past
+        changes), else (ip, change) with change SHORTENED (the deadline
+        moved earlier), EXTENDED (later) or None.  Sessions already past
         max_session are closed as they were when their time ran out.
         """
         entry = self._sessions.get(session)
@@ -213,7 +222,7 @@ class Tracker:
         pattern: str = "",
         floor: float | None = None,
         sessions: list[tuple[Hashable, list[float]]] = (),  # type: ignore[assignment]
-    ) -> str | None:
+    ) -> Change | None:
         """Authorise ``ip`` until ``deadline`` (state read back after a restart); as ``login``.
 
         With ``sessions`` (and their ``floor``), as ``sessions(ip)`` gave them
@@ -235,7 +244,7 @@ class Tracker:
 
     def _restore_sessions(
         self, ip: str, pattern: str, floor: float, sessions: list[tuple[Hashable, list[float]]]
-    ) -> str | None:
+    ) -> Change | None:
         self._raise_floor(ip, floor)
         for key, starts in sessions:
             if not starts:
@@ -394,7 +403,7 @@ class Tracker:
             if not keys:
                 del self._keys[entry.ip]
 
-    def _update(self, ip: str, deadline: float) -> str | None:
+    def _update(self, ip: str, deadline: float) -> Change | None:
         previous = self._deadline.get(ip)
         if previous == deadline:
             return None
@@ -413,8 +422,8 @@ class Tracker:
         if self._entries > 2 * len(self._deadline) + 1024:
             self._compact()
         if previous is None:
-            return "added"
-        return "extended" if deadline > previous else "changed"
+            return Change.ADDED
+        return Change.EXTENDED if deadline > previous else Change.SHORTENED
 
     def _file(self, ip: str, second: int) -> None:
         """File ``ip`` under a bucket that has not been opened yet."""

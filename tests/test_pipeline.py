@@ -4,7 +4,8 @@ import datetime
 import pathlib
 
 from pbsyslog.patterns import load_table
-from pbsyslog.pipeline import Pipeline, may_relay
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.policy import NeverList
 from pbsyslog.tracker import Tracker
 
 NOW = datetime.datetime(2026, 11, 29, 14, 0, 0, tzinfo=datetime.UTC).timestamp()
@@ -53,7 +54,13 @@ def test_zoneless_rfc3164_stamp_is_not_used() -> None:
 
 
 def test_addresses_that_may_never_relay() -> None:
-    """Unspecified and multicast never; loopback only with the setting; others yes."""
+    """A pipeline's default rules: unspecified and multicast never; loopback only with the setting; others yes."""
+
+    def may_relay(ip: str, authorise_loopback: bool) -> bool:
+        p = Pipeline(load_table(), Tracker(1800), authorise_loopback=authorise_loopback)
+        return p.never.reason(ip) is None
+
+    assert isinstance(Pipeline(load_table(), Tracker(1800)).never, NeverList)
     assert not may_relay("0.0.0.0", True) and not may_relay("::", True)
     assert not may_relay("224.0.0.1", True) and not may_relay("ff02::1", True)
     assert not may_relay("127.0.0.1", False) and may_relay("127.0.0.1", True)

@@ -30,10 +30,10 @@ def test_sessions_round_trip_through_restore() -> None:
         assert u.restore(ip, t.deadline(ip), t.pattern(ip), floor, sessions) == "added"
     assert u.open_count == 3 and u.open_sessions(OTHER) == 2
     assert u.deadline(IP) == t.deadline(IP) == 100 + 3600 + 30
-    assert u.logout(("group", "vm", "dovecot", "K1"), 500) == (IP, "changed")
+    assert u.logout(("group", "vm", "dovecot", "K1"), 500) == (IP, "shortened")
     assert u.deadline(IP) == 530
     assert u.logout(("ip", "vm", "imapd", OTHER), 600) == (OTHER, None)  # one of two closed: still held
-    assert u.logout(("ip", "vm", "imapd", OTHER), 700) == (OTHER, "changed")
+    assert u.logout(("ip", "vm", "imapd", OTHER), 700) == (OTHER, "shortened")
     assert u.deadline(OTHER) == 730 and u.open_count == 0
 
 
@@ -41,7 +41,7 @@ def test_restored_floor_is_kept_after_the_sessions_close() -> None:
     """A floor above the sessions (a later sessionless login) still holds once the restored sessions close."""
     u = Tracker(grace=30, max_session=3600)
     u.restore(IP, 3730, "p", 2000, [(("s", 1), [100])])
-    assert u.logout(("s", 1), 500) == (IP, "changed")
+    assert u.logout(("s", 1), 500) == (IP, "shortened")
     assert u.deadline(IP) == 2000
 
 

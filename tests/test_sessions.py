@@ -28,7 +28,7 @@ def test_open_session_outlives_the_grace_and_logout_starts_it() -> None:
     t = Tracker(grace=30, max_session=3600)
     assert t.login(IP, 100, "dovecot-login", session=DOVECOT) == "added"
     assert t.expire(500) == [] and IP in t
-    assert t.logout(DOVECOT, 1000) == (IP, "changed")
+    assert t.logout(DOVECOT, 1000) == (IP, "shortened")
     assert t.deadline(IP) == 1030 and t.pattern(IP) == "dovecot-login"
     assert t.expire(1029.9) == [] and t.expire(1030) == [IP]
     assert t.open_count == 0
@@ -41,7 +41,7 @@ def test_grace_starts_at_the_last_logout() -> None:
     t.login(IP, 110, session=("s", 2))
     assert t.logout(("s", 1), 200) == (IP, None)
     assert t.deadline(IP) == 110 + 3600 + 30
-    assert t.logout(("s", 2), 300) == (IP, "changed")
+    assert t.logout(("s", 2), 300) == (IP, "shortened")
     assert t.deadline(IP) == 330
 
 
@@ -89,7 +89,7 @@ def test_counted_key_holds_several_sessions() -> None:
     assert t.open_sessions(IP) == 2
     assert t.logout(key, 200) == (IP, None)
     assert t.open_sessions(IP) == 1
-    assert t.logout(key, 300) == (IP, "changed") and t.deadline(IP) == 330
+    assert t.logout(key, 300) == (IP, "shortened") and t.deadline(IP) == 330
     assert t.logout(key, 310) is None
 
 
@@ -99,7 +99,7 @@ def test_unique_key_login_again_replaces() -> None:
     t.login(IP, 100, session=("s", 1))
     t.login(IP, 100, session=("s", 1))
     assert t.open_count == 1
-    assert t.logout(("s", 1), 200) == (IP, "changed")
+    assert t.logout(("s", 1), 200) == (IP, "shortened")
     assert t.deadline(IP) == 230 and t.open_count == 0
 
 
@@ -109,7 +109,7 @@ def test_unique_key_reused_for_another_address() -> None:
     t.login(IP, 100, session=("s", 1))
     t.login("192.0.2.8", 150, session=("s", 1))
     assert t.open_count == 1
-    assert t.logout(("s", 1), 200) == ("192.0.2.8", "changed")
+    assert t.logout(("s", 1), 200) == ("192.0.2.8", "shortened")
     assert t.deadline(IP) == 100 + 3600 + 30 and t.deadline("192.0.2.8") == 230
 
 
@@ -204,7 +204,7 @@ def test_dovecot_logout_line_shortens_to_logout_plus_grace() -> None:
     p = pipeline()
     assert p.feed(line("dovecot", None, DOVECOT_LOGIN), NOW) == (IP, "dovecot-login", "added")
     assert p.tracker.deadline(IP) == NOW + 3600 + 60
-    assert p.feed(line("dovecot", None, DOVECOT_LOGOUT), NOW + 500) == (IP, "dovecot-logout", "changed")
+    assert p.feed(line("dovecot", None, DOVECOT_LOGOUT), NOW + 500) == (IP, "dovecot-logout", "shortened")
     assert p.tracker.deadline(IP) == NOW + 560 and p.counters.logouts == 1
 
 
@@ -238,7 +238,7 @@ def test_courier_logout_closes_by_address() -> None:
     p.feed(line("pop3d", "4242", "LOGIN, user=alice, ip=[::ffff:192.0.2.7], port=[41751]"), NOW)
     assert p.tracker.open_sessions(IP) == 1
     out = "LOGOUT, user=alice, ip=[::ffff:192.0.2.7], port=[41751], top=0, retr=0, rcvd=12, sent=41, time=0"
-    assert p.feed(line("pop3d", "4242", out), NOW + 100) == (IP, "courier-logout", "changed")
+    assert p.feed(line("pop3d", "4242", out), NOW + 100) == (IP, "courier-logout", "shortened")
     assert p.tracker.deadline(IP) == NOW + 160
 
 
@@ -249,7 +249,7 @@ def test_popa3d_two_line_login_and_logout() -> None:
     assert len(p.tracker) == 0
     assert p.feed(line("popa3d", "1192", "Authentication passed for alice"), NOW + 1) == (IP, "popa3d-two-line", "added")
     assert p.tracker.open_sessions(IP) == 1
-    assert p.feed(line("popa3d", "1192", "0 (0) deleted, 1 (52) left"), NOW + 2) == (IP, "popa3d-logout", "changed")
+    assert p.feed(line("popa3d", "1192", "0 (0) deleted, 1 (52) left"), NOW + 2) == (IP, "popa3d-logout", "shortened")
     assert p.tracker.deadline(IP) == NOW + 62 and len(p.connections) == 0
 
 
@@ -308,7 +308,7 @@ def test_solid_pop3d_without_logextend() -> None:
     p.feed(line("solid-pop3d", "2459", "connect from 192.0.2.7"), NOW)
     assert p.feed(line("solid-pop3d", "2459", "user alice authenticated"), NOW + 1) == (IP, "solid-pop3d-two-line", "added")
     assert p.feed(line("solid-pop3d", "2459", "session ended for user alice"), NOW + 9) == (
-        IP, "solid-pop3d-two-line-logout", "changed",
+        IP, "solid-pop3d-two-line-logout", "shortened",
     )
     assert p.tracker.deadline(IP) == NOW + 69
 
@@ -322,7 +322,7 @@ def test_solid_pop3d_logextend_real_lines_use_up_the_connect_line() -> None:
     )
     assert len(p.connections) == 0
     assert p.feed(line("solid-pop3d", "2459", "session ended for user alice - 127.53.1.11"), NOW + 1) == (
-        "127.53.1.11", "solid-pop3d-logout", "changed",
+        "127.53.1.11", "solid-pop3d-logout", "shortened",
     )
 
 
@@ -386,7 +386,7 @@ def test_real_dovecot_sessions_stay_authorised_until_logout_plus_grace() -> None
             ip, since = open_.pop(found[2])  # type: ignore[index]
             assert ip == row["ip"] and now - since > GRACE, text
             if all(other != ip for other, _ in open_.values()):
-                assert change == (ip, "dovecot-logout", "changed")
+                assert change == (ip, "dovecot-logout", "shortened")
                 assert tracker.deadline(ip) == now + GRACE
         else:
             assert change is None, text
@@ -424,7 +424,7 @@ def test_real_popa3d_lines_through_the_two_line_correlator() -> None:
     p.feed(f"{head}popa3d[1192]: Session from 127.52.1.11".encode(), stamp(first[0]))
     changes = [p.feed(text.encode(), stamp(text)) for text in first]
     assert changes[0] == ("127.52.1.11", "popa3d-two-line", "added")
-    assert changes[-1] == ("127.52.1.11", "popa3d-logout", "changed")
+    assert changes[-1] == ("127.52.1.11", "popa3d-logout", "shortened")
     assert p.tracker.deadline("127.52.1.11") == stamp(first[-1]) + 60
 
 
@@ -456,7 +456,7 @@ def test_real_logout_lines_keyed_by_address(daemon: str) -> None:
             open_[ip] -= 1
             closed += 1
             if open_[ip] == 0:
-                assert change is not None and change[0] == ip and change[2] == "changed", text
+                assert change is not None and change[0] == ip and change[2] == "shortened", text
                 assert tracker.deadline(ip) == now + GRACE, text
             else:
                 assert change is None, text

@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 from pbsyslog.inputs.senders import SenderFilter
 from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
 from pbsyslog.patterns import load_table
-from pbsyslog.pipeline import Pipeline
+from pbsyslog.pipeline import Pipeline, Refused
 from pbsyslog.tracker import Tracker
 
 
@@ -109,7 +109,7 @@ def test_full_tracker_refuses_new_keeps_old() -> None:
     )
     assert p.feed(line % b"192.0.2.1", 0) is not None
     assert p.feed(line % b"192.0.2.2", 0) is not None
-    assert p.feed(line % b"192.0.2.3", 0) is None
+    assert p.feed(line % b"192.0.2.3", 0) == Refused("192.0.2.3", "full")
     assert p.counters.full == 1
     assert p.feed(line % b"192.0.2.1", 10) == ("192.0.2.1", "dovecot-login", "extended")
     assert p.tracker.ips() == {"192.0.2.1", "192.0.2.2"}
