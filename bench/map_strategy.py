@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 
-from pbsyslog.outputs.berkeley import MapFile
+from pbsyslog.outputs.berkeley import open_output
 
 
 def ips(n: int, offset: int = 0) -> list[str]:
@@ -24,7 +24,7 @@ def ips(n: int, offset: int = 0) -> list[str]:
 
 def in_place(directory: str, existing: list[str], runs: int) -> float:
     """Median seconds of one 10-key commit to an open map of len(existing) entries."""
-    m = MapFile(os.path.join(directory, "inplace"))
+    m = open_output("postfix-hash", os.path.join(directory, "inplace"))
     m.apply(add=existing)
     times = []
     for r in range(runs):
@@ -43,7 +43,7 @@ def rebuild_rename(directory: str, existing: list[str], runs: int) -> float:
         keys = existing + ips(10, offset=20_000_000 + r * 10)
         t = time.perf_counter()
         tmp = os.path.join(directory, "new")
-        m = MapFile(tmp)
+        m = open_output("postfix-hash", tmp)
         m.apply(add=keys)
         m.close()
         os.rename(tmp + ".db", os.path.join(directory, "rebuilt.db"))

@@ -635,7 +635,7 @@ def bench_expiry(quick: bool) -> None:
     import gc
 
     from pbsyslog.journal import StateJournal
-    from pbsyslog.outputs.berkeley import MapFile
+    from pbsyslog.outputs.berkeley import open_output
     from pbsyslog.tracker import Tracker
 
     n = 20_000 if quick else 1_000_000
@@ -668,7 +668,7 @@ def bench_expiry(quick: bool) -> None:
 
     directory = Path(tempfile.mkdtemp(prefix="pbsyslog-bench-"))
     try:
-        m = MapFile(str(directory / "map"))
+        m = open_output("postfix-hash", str(directory / "map"))
         start = time.perf_counter()
         m.apply(add=tracker.ips())
         took = time.perf_counter() - start

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bsddb3 import db
 
-from pbsyslog.outputs.berkeley import MapFile
+from pbsyslog.outputs.berkeley import open_output
 
 
 def read_raw(path: Path) -> dict[bytes, bytes]:
@@ -24,14 +24,14 @@ def read_raw(path: Path) -> dict[bytes, bytes]:
 
 def test_created_empty_at_open(tmp_path: Path) -> None:
     """Opening creates an empty DB_HASH file named PATH.db."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     m.close()
     assert read_raw(tmp_path / "map.db") == {}
 
 
 def test_keys_and_values_carry_one_nul(tmp_path: Path) -> None:
     """Keys and values are stored with exactly one trailing NUL, as postmap does."""
-    m = MapFile(str(tmp_path / "map"), value="OK")
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     m.apply(add=["192.0.2.7", "2001:db8::7"])
     assert read_raw(tmp_path / "map.db") == {b"192.0.2.7\0": b"OK\0", b"2001:db8::7\0": b"OK\0"}
     m.apply(remove=["192.0.2.7", "198.51.100.1"])
@@ -42,7 +42,7 @@ def test_keys_and_values_carry_one_nul(tmp_path: Path) -> None:
 
 def test_replace_all_reports_differences(tmp_path: Path) -> None:
     """replace_all makes the map equal to the given keys and says what changed."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     m.apply(add=["192.0.2.1", "192.0.2.2"])
     added, removed = m.replace_all(["192.0.2.2", "192.0.2.3"])
     assert (added, removed) == ({"192.0.2.3"}, {"192.0.2.1"})
@@ -52,7 +52,7 @@ def test_replace_all_reports_differences(tmp_path: Path) -> None:
 
 def test_mtime_moves_on_every_commit(tmp_path: Path) -> None:
     """Commits within one second still give the file a new whole-second mtime each time."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     seen = []
     for i in range(5):
         m.apply(add=[f"192.0.2.{i}"])
@@ -63,7 +63,7 @@ def test_mtime_moves_on_every_commit(tmp_path: Path) -> None:
 
 def test_commit_waits_for_readers_shared_lock(tmp_path: Path) -> None:
     """While a reader holds Postfix's shared flock, a commit does not happen; it completes once released."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     fd = os.open(tmp_path / "map.db", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_SH)
     worker = threading.Thread(target=m.apply, kwargs={"add": ["192.0.2.9"]})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from bsddb3 import db
 
-from pbsyslog.outputs.berkeley import OUTPUT_KINDS, MapFile, default_value, open_output, output_filename
+from pbsyslog.outputs.berkeley import OUTPUT_KINDS, open_output, output_filename
 
 V4, V6 = "192.0.2.7", "2001:db8::7"
 
@@ -111,9 +111,17 @@ def test_removal_removes_every_spelling(tmp_path: Path, kind: str) -> None:
     w.close()
 
 
-def test_default_values_per_kind() -> None:
-    """Sendmail's access map relays by default (RELAY); the others store OK."""
-    assert {k: default_value(k) for k in OUTPUT_KINDS} == {
+def test_default_values_per_kind(tmp_path: Path) -> None:
+    """Without a configured value, Sendmail's access map relays (RELAY); the others store OK."""
+    stored = {}
+    for kind in OUTPUT_KINDS:
+        w = open_output(kind, str(tmp_path / kind))
+        w.apply(add=[V4])
+        values = set(read_raw(w.filename).values())
+        w.close()
+        assert len(values) == 1, (kind, values)
+        stored[kind] = values.pop().rstrip(b"\0").decode()
+    assert stored == {
         "postfix-hash": "OK",
         "postfix-btree": "OK",
         "sendmail-access": "RELAY",
@@ -130,9 +138,9 @@ def test_admin_value_overrides_default(tmp_path: Path) -> None:
     w.close()
 
 
-def test_mapfile_is_postfix_hash(tmp_path: Path) -> None:
-    """MapFile(path, value) still writes the postfix-hash flavour, with the value it is given."""
-    m = MapFile(str(tmp_path / "map"), "permit")
+def test_postfix_hash_writes_the_value_it_is_given(tmp_path: Path) -> None:
+    """The postfix-hash writer writes PATH.db as DB_HASH, with the value it is given."""
+    m = open_output("postfix-hash", str(tmp_path / "map"), "permit")
     m.apply(add=[V4])
     assert m.filename == str(tmp_path / "map.db")
     assert read_raw(tmp_path / "map.db", db.DB_HASH) == {b"192.0.2.7\0": b"permit\0"}

@@ -88,3 +88,17 @@ def test_an_output_that_drifted_is_repaired_and_said_once(tmp_path: Path) -> Non
         outputs.replace_all(["192.0.2.7"])
     assert not [e for e in events if "repaired" in e["log_format"]]
     outputs.close()
+
+
+def test_every_output_kind_is_a_map_output(tmp_path: Path) -> None:
+    """Each file flavour and the pgsql writer implement MapOutput; only pgsql heals itself."""
+    from pbsyslog.outputs import MapOutput
+    from pbsyslog.outputs.berkeley import OUTPUT_KINDS, open_output
+    from pbsyslog.outputs.pgsql import PgsqlWriter
+
+    for kind in OUTPUT_KINDS:
+        writer = open_output(kind, str(tmp_path / kind))
+        assert isinstance(writer, MapOutput) and writer.self_healing is False, kind
+        writer.close()
+    table = PgsqlWriter("dbname=x", "pop_before_smtp", "pop1", lambda ip: None, lambda ip: None, start=False)
+    assert isinstance(table, MapOutput) and table.self_healing is True

@@ -28,7 +28,7 @@ from pbsyslog.inputs.relp import (
     rsp,
 )
 from pbsyslog.inputs.transports import Limits, Listening, TransportCounters
-from pbsyslog.outputs.berkeley import MapFile
+from pbsyslog.outputs.berkeley import open_output
 from pbsyslog.service import build
 
 OPEN_DATA = b"relp_version=0\nrelp_software=librelp,1.11.0,https://www.rsyslog.com\ncommands=syslog"
@@ -379,7 +379,7 @@ def test_service_acks_after_tracker_and_sends_serverclose_before_last_flush(tmp_
     assert service.tracker.deadline("192.0.2.77") is not None
     service.stopService()  # before the coalesced commit ran
     assert transport.value().endswith(SERVERCLOSE)
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     try:
         assert "192.0.2.77" in m.keys()
     finally:

@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, Listener
 from pbsyslog.inputs.transports import MAX_DATAGRAM
-from pbsyslog.outputs.berkeley import MapFile
+from pbsyslog.outputs.berkeley import open_output
 from pbsyslog.service import build
 from pbsyslog.tap import Options
 
@@ -64,7 +64,7 @@ def start(tmp_path: Path, **settings: Any) -> tuple[Any, Reactor]:
 
 def map_keys(tmp_path: Path) -> set[str]:
     """Read the map's keys from a separate handle, as another process would."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     try:
         return m.keys()
     finally:
@@ -137,7 +137,7 @@ def test_loopback_clients_need_the_setting(tmp_path: Path) -> None:
 
 def test_stale_entries_removed_at_start(tmp_path: Path) -> None:
     """Entries left from an earlier run, which nobody tracks, are removed at start-up."""
-    m = MapFile(str(tmp_path / "map"))
+    m = open_output("postfix-hash", str(tmp_path / "map"))
     m.apply(add=["192.0.2.99"])
     m.close()
     service, _ = start(tmp_path)

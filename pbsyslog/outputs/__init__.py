@@ -11,12 +11,13 @@ How it fails: ``apply`` and ``replace_all`` raise the first error of any
 output; the caller marks the maps for healing and calls ``reopen`` +
 ``replace_all`` later, which is idempotent for the outputs that did succeed.
 
-A "pgsql" output (``pbsyslog.outputs.pgsql``) is not a file: it is built once,
-with the tracker's ``deadline_of`` / ``pattern_of`` lookups (its rows carry
+Every output is a ``MapOutput``.  A self-healing one (the "pgsql" output,
+``pbsyslog.outputs.pgsql``) is not a file: it is built once, with the
+tracker's ``deadline_of`` / ``pattern_of`` lookups (its rows carry
 deadlines, the files only keys), is written before the files so a failing
 file cannot hold it back, never raises (it queues for its own worker
-thread), and is kept as it is by ``reopen``.  ``refresh(ips)`` passes it
-deadlines that moved without changing the set of keys.
+thread), and is kept as it is by ``reopen``.  ``refresh(ips)`` passes the
+outputs deadlines that moved without changing the set of keys.
 """
 
 from __future__ import annotations
@@ -25,14 +26,40 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.logger import Logger
 
 from pbsyslog.config import PGSQL_KIND, OutputSpec
-from pbsyslog.outputs.berkeley import DBError, MapWriter, open_output, output_filename
+from pbsyslog.outputs.berkeley import DBError, open_output, output_filename
 
 log = Logger(namespace="pbsyslog")
+
+
+@runtime_checkable
+class MapOutput(Protocol):
+    """One map the service keeps: a projection of the tracker's authorised addresses."""
+
+    # True: never raises, outlives ``Outputs.reopen`` (it heals itself) and is written first.
+    self_healing: bool
+
+    def apply(self, add: Iterable[str] = ..., remove: Iterable[str] = ...) -> None:
+        """Commit one batch of additions and removals."""
+
+    def refresh(self, ips: Iterable[str]) -> None:
+        """The deadlines of ``ips`` moved (an output that keeps only keys ignores it)."""
+
+    def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Hold exactly ``keys``; return (added, removed)."""
+
+    def keys(self) -> set[str]:
+        """The addresses held."""
+
+    def close(self) -> None:
+        """Write what is pending and close."""
+
+    def abandon(self) -> None:
+        """Close without writing (after a failed write); never raises."""
 
 
 class Outputs:
@@ -49,13 +76,13 @@ class Outputs:
         pgsql_connect: Callable[[str], Any] | None = None,
     ) -> None:
         self.specs = tuple(specs)
-        self.writers: list[Any] = []
+        self.writers: list[MapOutput] = []
         # Per output (metrics): batches written, and batches that failed.
         self.names = [output_name(spec) for spec in self.specs]
         self.writes: dict[str, int] = dict.fromkeys(self.names, 0)
         self.errors: dict[str, int] = dict.fromkeys(self.names, 0)
-        # Built once, here: a pgsql writer outlives reopen() (it heals itself).
-        self._tables: dict[int, Any] = {
+        # Built once, here: a self-healing output outlives reopen().
+        self._kept: dict[int, MapOutput] = {
             i: open_pgsql(spec, deadline_of, pattern_of, reactor, pgsql_connect)
             for i, spec in enumerate(self.specs) if spec.kind == PGSQL_KIND
         }
@@ -64,17 +91,16 @@ class Outputs:
     def reopen(self, now: float) -> None:
         """(Re)open every file output from its file, dropping any handle still open."""
         self.close_quietly()
-        self.writers = [self._tables[i] if i in self._tables else open_checked(spec, now)
+        self.writers = [self._kept[i] if i in self._kept else open_checked(spec, now)
                         for i, spec in enumerate(self.specs)]
 
-    def _files(self) -> list[MapWriter]:
-        return [w for w in self.writers if not any(w is t for t in self._tables.values())]
+    def _files(self) -> list[MapOutput]:
+        return [w for w in self.writers if not w.self_healing]
 
-    def _ordered(self) -> list[tuple[str, Any]]:
-        """(name, writer): the tables first (they never raise), then the files."""
+    def _ordered(self) -> list[tuple[str, MapOutput]]:
+        """(name, writer): the self-healing ones first (they never raise), then the files."""
         pairs = list(zip(self.names, self.writers, strict=True))
-        tables = [(n, w) for n, w in pairs if any(w is t for t in self._tables.values())]
-        return [*tables, *[(n, w) for n, w in pairs if (n, w) not in tables]]
+        return sorted(pairs, key=lambda pair: not pair[1].self_healing)  # stable: config order within each
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Write one batch to every output, counting writes and failures per output."""
@@ -89,16 +115,16 @@ class Outputs:
 
     def refresh(self, ips: Iterable[str]) -> None:
         """Tell the outputs that keep deadlines (pgsql) that those of ``ips`` moved."""
-        if self._tables:
+        if self._kept:
             ips = list(ips)
-            for table in self._tables.values():
-                table.refresh(ips)
+            for kept in self._kept.values():
+                kept.refresh(ips)
 
     def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
         """Make every output hold exactly ``keys``; return what the primary gained and lost."""
         wanted = set(keys)
-        for table in self._tables.values():
-            table.replace_all(wanted)
+        for kept in self._kept.values():
+            kept.replace_all(wanted)
         files = self._files()
         changes = [writer.replace_all(wanted) for writer in files]
         # The caller logs the primary's changes address by address; an
@@ -113,17 +139,16 @@ class Outputs:
 
     def keys(self) -> set[str]:
         """The primary map's keys."""
-        keys: set[str] = self.writers[0].keys()
-        return keys
+        return self.writers[0].keys()
 
     def close(self) -> None:
         """Flush and close every output (a pgsql one: writes what is pending, briefly)."""
-        for table in self._tables.values():
-            table.close()
+        for kept in self._kept.values():
+            kept.close()
         for writer in self._files():
             writer.close()
         self.writers = []
-        self._tables = {}
+        self._kept = {}
 
     def close_quietly(self) -> None:
         """Close every file output even if flushing fails (full disk, damaged file)."""
@@ -131,10 +156,7 @@ class Outputs:
             try:
                 writer.close()
             except Exception:
-                try:
-                    writer._db.close()  # the flush failed; drop the handle all the same
-                except Exception:
-                    pass
+                writer.abandon()  # the flush failed; drop the handle all the same
         self.writers = []
 
 
@@ -143,7 +165,7 @@ def output_name(spec: OutputSpec) -> str:
     return f"{spec.kind}:{spec.path}"
 
 
-def open_checked(spec: OutputSpec, now: float) -> MapWriter:
+def open_checked(spec: OutputSpec, now: float) -> MapOutput:
     """Open one output; a file Berkeley DB cannot read (reading every key) is moved aside and replaced."""
     try:
         writer = open_output(spec.kind, spec.path, spec.value)
@@ -160,7 +182,7 @@ def open_checked(spec: OutputSpec, now: float) -> MapWriter:
     return writer
 
 
-def _replace_corrupt(spec: OutputSpec, now: float, error: Exception) -> MapWriter:
+def _replace_corrupt(spec: OutputSpec, now: float, error: Exception) -> MapOutput:
     filename = output_filename(spec.kind, spec.path)
     aside = f"{filename}.corrupt-{int(now)}"
     os.rename(filename, aside)
@@ -175,7 +197,7 @@ def open_pgsql(
     pattern_of: Callable[[str], str | None] | None,
     reactor: Any,
     connect: Callable[[str], Any] | None,
-) -> Any:
+) -> MapOutput:
     """Start the writer of one pgsql output (it connects in its own thread, never here)."""
     from pbsyslog.outputs.pgsql import PgsqlWriter
 

@@ -2,11 +2,10 @@
 
 Contract: the only module that imports the Berkeley DB binding.  Each output
 "flavour" writes exactly what its MTA's own map tool writes and its lookups
-expect, and nothing else.  ``open_output(kind, path, value)`` opens one;
-``MapFile(path, value)`` is the ``postfix-hash`` writer.  Every writer has
-the same interface: ``apply(add, remove)``, ``replace_all(keys)``,
-``keys()``, ``close()``, and the attributes ``path`` and ``filename`` (the
-file actually written, which is what a corrupt map is moved aside by).
+expect, and nothing else.  ``open_output(kind, path, value)`` opens one.
+Every writer is a ``MapOutput`` (``pbsyslog.outputs``), with the attributes
+``path`` and ``filename`` besides (the file actually written, which is what
+a corrupt map is moved aside by).
 
 The flavours (bytes as stored, for 192.0.2.7 and 2001:db8::7):
 
@@ -192,11 +191,6 @@ def output_filename(kind: str, path: str) -> str:
     return path + _flavour(kind).suffix
 
 
-def default_value(kind: str) -> str:
-    """The value stored for every key of ``kind`` unless configured otherwise."""
-    return _flavour(kind).default_value
-
-
 def _flavour(kind: str) -> Flavour:
     try:
         return FLAVOURS[kind]
@@ -205,7 +199,10 @@ def _flavour(kind: str) -> Flavour:
 
 
 class MapWriter:
-    """An open map file of one flavour that pbsyslog owns (keys are IP address texts)."""
+    """An open map file of one flavour that pbsyslog owns (keys are IP address texts); a ``MapOutput``."""
+
+    # A file is reopened from disk after a failed write, and it raises.
+    self_healing = False
 
     def __init__(self, path: str, value: str | None, flavour: Flavour) -> None:
         self.kind = flavour.name
@@ -228,6 +225,16 @@ class MapWriter:
         """Flush and close the map; the file stays in place."""
         self._db.sync()
         self._db.close()
+
+    def abandon(self) -> None:
+        """Drop the handle without flushing (a write failed: its cache may hold what the file never got)."""
+        try:
+            self._db.close()
+        except Exception:
+            pass
+
+    def refresh(self, ips: Iterable[str]) -> None:
+        """Nothing to do: a file holds keys, not deadlines."""
 
     def keys(self) -> set[str]:
         """Return the address of every key in the map (each IP once, however many spellings)."""
@@ -328,13 +335,6 @@ class MapWriter:
             seconds = self._last_mtime + 1
             os.utime(fd, (st.st_atime, seconds))
         self._last_mtime = seconds
-
-
-class MapFile(MapWriter):
-    """An open Postfix ``hash:`` map that pbsyslog owns."""
-
-    def __init__(self, path: str, value: str = "OK") -> None:
-        super().__init__(path, value, FLAVOURS["postfix-hash"])
 
 
 def open_output(kind: str, path: str, value: str | None = None) -> MapWriter:

@@ -166,7 +166,13 @@ class PgsqlWriter:
             self._thread = threading.Thread(target=self._run, name=f"pbsyslog-pgsql-{table}", daemon=True)
             self._thread.start()
 
-    # -- the writer interface (reactor thread; never waits for the database) --
+    # -- the MapOutput interface (reactor thread; never waits for the database) --
+
+    # Never raises (it queues for its worker), and heals itself: kept as it is when the files are reopened.
+    self_healing = True
+
+    def abandon(self) -> None:
+        """Nothing to drop: the worker keeps its own connection."""
 
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Queue new authorisations and removals."""
