@@ -27,7 +27,7 @@ import run as bench
 
 from pbsyslog.inputs import recvmmsg
 from pbsyslog.inputs.framing import StreamFramer
-from pbsyslog.inputs.transports import set_receive_buffer
+from pbsyslog.inputs.udp import set_receive_buffer
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.syslog import FAST_PRI_HEADER, parse

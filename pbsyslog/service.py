@@ -25,18 +25,12 @@ from twisted.logger import Logger
 
 from pbsyslog.config import Config
 from pbsyslog.control import ControlFactory
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.relp import listen_relp
 from pbsyslog.inputs.senders import SenderFilter
+from pbsyslog.inputs.stream import SyslogStreamFactory
 from pbsyslog.inputs.tls import server_options
-from pbsyslog.inputs.transports import (
-    MAX_DATAGRAM,
-    Limits,
-    Listening,
-    SyslogDatagramProtocol,
-    SyslogStreamFactory,
-    TransportCounters,
-    listen_udp,
-)
+from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
 from pbsyslog.journal import StateJournal
 from pbsyslog.metrics import Metrics
 from pbsyslog.outputs import Outputs

@@ -18,8 +18,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from pbsyslog.inputs.framing import StreamFramer, datagram_frame
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.senders import SenderFilter
-from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
+from pbsyslog.inputs.stream import SyslogStreamFactory
+from pbsyslog.inputs.udp import SyslogDatagramProtocol
 from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.syslog import MalformedMessage, SyslogMessage, parse

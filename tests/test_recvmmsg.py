@@ -11,7 +11,7 @@ import pytest
 from twisted.internet import reactor
 
 from pbsyslog.inputs import recvmmsg
-from pbsyslog.inputs.transports import BatchingUDPPort
+from pbsyslog.inputs.udp import BatchingUDPPort
 
 
 def test_this_machine_has_recvmmsg() -> None:

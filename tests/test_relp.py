@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from pbsyslog.config import Config, ConfigError
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.relp import (
     MAX_HEADER,
     SERVERCLOSE,
@@ -27,7 +28,6 @@ from pbsyslog.inputs.relp import (
     next_txnr,
     rsp,
 )
-from pbsyslog.inputs.transports import Limits, Listening, TransportCounters
 from pbsyslog.outputs.berkeley import open_output
 from pbsyslog.service import build
 

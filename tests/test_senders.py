@@ -5,8 +5,10 @@ from typing import Any
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.senders import SenderFilter, is_loopback_only, parse_network
-from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
+from pbsyslog.inputs.stream import SyslogStreamFactory
+from pbsyslog.inputs.udp import SyslogDatagramProtocol
 
 
 def test_default_loopback_list() -> None:

@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, Listener
-from pbsyslog.inputs.transports import MAX_DATAGRAM
+from pbsyslog.inputs.udp import MAX_DATAGRAM
 from pbsyslog.outputs.berkeley import open_output
 from pbsyslog.service import build
 from pbsyslog.tap import Options

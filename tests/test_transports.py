@@ -5,8 +5,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.senders import SenderFilter
-from pbsyslog.inputs.transports import Limits, Listening, SyslogDatagramProtocol, SyslogStreamFactory, TransportCounters
+from pbsyslog.inputs.stream import SyslogStreamFactory
+from pbsyslog.inputs.udp import SyslogDatagramProtocol
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline, Refused
 from pbsyslog.tracker import Tracker

@@ -61,7 +61,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from pbsyslog.inputs.framing import datagram_frame
-from pbsyslog.inputs.transports import Listening, SyslogStreamFactory, SyslogStreamProtocol, _deliver
+from pbsyslog.inputs.listening import Listening, deliver
+from pbsyslog.inputs.stream import SyslogStreamFactory, SyslogStreamProtocol
 
 log = Logger()
 
@@ -332,9 +333,9 @@ class RelpProtocol(SyslogStreamProtocol):
             if isinstance(action, Deliver):
                 # The ack goes out only once the sink has returned: the
                 # message is then in the tracker.  A sink that raised is
-                # logged by _deliver and the message still acknowledged
+                # logged by deliver and the message still acknowledged
                 # (resending it would raise again).
-                _deliver(ctx.sink, action.message, self._peer)
+                deliver(ctx.sink, action.message, self._peer)
                 write(action.ack)
             elif isinstance(action, Reply):
                 write(action.data)
@@ -376,12 +377,10 @@ class RelpFactory(SyslogStreamFactory):
     def buildProtocol(self, addr: object) -> RelpProtocol | None:
         if self.stopping:
             return None
-        # The parent applies the allow-list and connection limits and counts
-        # the connection; the stream protocol it returns is replaced by ours
-        # (same constructor, same bookkeeping in connectionLost).
-        if super().buildProtocol(addr) is None:
+        peer = self.admit(addr)  # the stream listener's allow list and connection limits
+        if peer is None:
             return None
-        proto = RelpProtocol(self, getattr(addr, "host", ""))
+        proto = RelpProtocol(self, peer)
         self.sessions.add(proto)
         return proto
 

@@ -1,45 +1,27 @@
-"""Transports: UDP datagrams and TCP streams -> frames -> the service's sink.
+"""UDP: one syslog message per datagram -> the listener's sink, a read's datagrams at once.
 
-Contract: thin Twisted wrappers around the sans-I/O framing in
-``framing.py`` beside this module.  They know nothing about syslog syntax, patterns or maps;
-each complete frame goes to ``sink(frame, peer_host)``.  A sink must not
-raise; if it does anyway, the error is logged here and the connection and
-the listener stay up.
-
-Trust and bounds are checked before any byte is framed: a datagram from a
-peer that the listener's ``allowed(host)`` refuses is dropped, and a TCP
-connection from one is never given a protocol (Twisted closes it at once);
-``refused(host)`` is told either way, to count and warn.  Every other limit
-(frame size, connections per listener and per peer, idle time, datagrams
-per second per peer) drops input and counts it in the shared
-``TransportCounters``; none of them raises.
+Contract: a thin Twisted wrapper; knows nothing about syslog syntax,
+patterns or maps.  Trust and bounds are checked before a datagram is
+framed: one from a peer the listener's ``allowed(host)`` refuses is dropped
+and ``refused(host)`` is told (to count and warn); datagrams over the
+per-peer rate or over ``max_frame`` are dropped and counted.  Nothing here
+raises into the reactor.
 """
 
 from __future__ import annotations
 
-import itertools
 import socket
 import sys
-from collections.abc import Callable, Iterable
 from typing import Any
 
-import attrs
 from twisted.internet import udp
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
 
 from pbsyslog.inputs import recvmmsg
-from pbsyslog.inputs.framing import TRAILER, StreamFramer
-from pbsyslog.inputs.tls import matches_pins
-
-Sink = Callable[[bytes, str], None]
-BatchSink = Callable[[list[bytes]], None]
-Check = Callable[[str], bool]
-Notify = Callable[[str], None]
+from pbsyslog.inputs.framing import TRAILER
+from pbsyslog.inputs.listening import Listening, hand_over
 
 # The largest UDP payload there is; Twisted's default (8192) would truncate.
 MAX_DATAGRAM = 65535
@@ -56,66 +38,6 @@ MAX_DATAGRAM = 65535
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform.startswith("linux") else None)
 
 log = Logger()
-
-
-@attrs.define
-class TransportCounters:
-    """What one listener received, and what it dropped by reason."""
-
-    frames: int = 0
-    untrusted: int = 0
-    oversize: int = 0
-    bad_frames: int = 0
-    rate_limited: int = 0
-    connections_over_limit: int = 0
-    idle_closed: int = 0
-
-
-@attrs.frozen
-class Limits:
-    """The bounds one listener enforces (0 disables the ones that allow it)."""
-
-    max_frame: int = 65536
-    max_connections: int = 256
-    max_connections_per_peer: int = 32
-    idle_timeout: float = 0.0
-    udp_rate: float = 0.0  # datagrams per second per peer; burst is one second's worth
-    udp_receive_buffer: int = 0  # bytes asked for a UDP socket's receive queue; 0: the OS default
-
-
-@attrs.frozen
-class Listening:
-    """Everything a listener's protocols share: where frames go and what bounds them."""
-
-    sink: Sink
-    allowed: Check
-    refused: Notify
-    counters: TransportCounters
-    limits: Limits
-    clock: Any  # IReactorTime
-    tls_peers: tuple[str, ...] = ()  # TLS only: client certificate pins; empty: any cert the CA signed
-    # Where the frames of one read go at once (in order); None: one by one to sink.
-    sink_batch: BatchSink | None = None
-
-
-def _hand_over(ctx: Listening, frames: list[bytes], peers: Iterable[str]) -> None:
-    """Count ``frames`` and give them to the sink: at once to ``sink_batch``, else one by one with their peers."""
-    ctx.counters.frames += len(frames)
-    if ctx.sink_batch is not None:
-        try:
-            ctx.sink_batch(frames)
-        except Exception:
-            log.failure("{n} frames could not be handled", n=len(frames))
-        return
-    for frame, peer in zip(frames, peers, strict=False):  # peers may be an endless repeat of one peer
-        _deliver(ctx.sink, frame, peer)
-
-
-def _deliver(sink: Sink, frame: bytes, peer: str) -> None:
-    try:
-        sink(frame, peer)
-    except Exception:
-        log.failure("frame from {peer} could not be handled", peer=peer)
 
 
 class TokenBuckets:
@@ -200,7 +122,7 @@ class SyslogDatagramProtocol(DatagramProtocol):
                 append(frame)
                 append_peer(peer)
         if frames:
-            _hand_over(ctx, frames, peers)
+            hand_over(ctx, frames, peers)
 
 
 class BatchingUDPPort(udp.Port):
@@ -288,101 +210,3 @@ def set_receive_buffer(sock: socket.socket, size: int) -> int:
         except OSError:  # SO_RCVBUFFORCE without CAP_NET_ADMIN: EPERM
             continue
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-
-
-@implementer(IHandshakeListener)
-class SyslogStreamProtocol(Protocol, TimeoutMixin):
-    """RFC 6587 framing (octet-counted or LF, decided per frame) on one connection (TCP or TLS)."""
-
-    def __init__(self, factory: SyslogStreamFactory, peer: str) -> None:
-        self._factory = factory
-        self._ctx = factory.ctx
-        self._framer = StreamFramer(self._ctx.limits.max_frame)
-        self._peer = peer
-        self._oversize_seen = 0
-        self._malformed_seen = 0
-        self._pinned = not self._ctx.tls_peers  # nothing to check without pins
-        # TimeoutMixin's documented hook for another clock (a class attribute meant to be replaced).
-        self.callLater = self._ctx.clock.callLater  # type: ignore[method-assign]
-
-    def connectionMade(self) -> None:
-        if self._ctx.limits.idle_timeout > 0:
-            self.setTimeout(self._ctx.limits.idle_timeout)
-
-    def handshakeCompleted(self) -> None:
-        """TLS only: drop a client whose certificate matches none of the listener's pins."""
-        self._check_pins()
-
-    def _check_pins(self) -> bool:
-        if not self._pinned:
-            cert = self.transport.getPeerCertificate()
-            if matches_pins(cert, self._ctx.tls_peers):
-                self._pinned = True
-            else:
-                self._ctx.counters.untrusted += 1
-                self._ctx.refused(f"{self._peer} (client certificate not pinned)")
-                self.transport.abortConnection()
-        return self._pinned
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self._pinned and not self._check_pins():
-            return
-        self.resetTimeout()
-        framer = self._framer
-        ctx = self._ctx
-        frames = framer.feed(data)
-        if frames:
-            _hand_over(ctx, frames, itertools.repeat(self._peer))
-        oversize, malformed = framer.oversize, framer.malformed
-        if oversize != self._oversize_seen or malformed != self._malformed_seen:
-            counters = self._ctx.counters
-            counters.oversize += oversize - self._oversize_seen
-            counters.bad_frames += malformed - self._malformed_seen
-            self._oversize_seen, self._malformed_seen = oversize, malformed
-
-    def timeoutConnection(self) -> None:
-        self._ctx.counters.idle_closed += 1
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.setTimeout(None)
-        self._factory.closed(self._peer)
-
-
-class SyslogStreamFactory(Factory):
-    """Builds one SyslogStreamProtocol per accepted connection, within the connection limits."""
-
-    noisy = False
-
-    def __init__(self, ctx: Listening) -> None:
-        self.ctx = ctx
-        self.open_connections = 0
-        self._per_peer: dict[str, int] = {}
-
-    def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:
-        ctx = self.ctx
-        host = getattr(addr, "host", "")
-        if not ctx.allowed(host):
-            ctx.counters.untrusted += 1
-            ctx.refused(host)
-            return None  # Twisted closes the connection before reading a byte
-        limits = ctx.limits
-        if (
-            (limits.max_connections and self.open_connections >= limits.max_connections)
-            or (limits.max_connections_per_peer
-                and self._per_peer.get(host, 0) >= limits.max_connections_per_peer)
-        ):
-            ctx.counters.connections_over_limit += 1
-            return None
-        self.open_connections += 1
-        self._per_peer[host] = self._per_peer.get(host, 0) + 1
-        return SyslogStreamProtocol(self, host)
-
-    def closed(self, peer: str) -> None:
-        """Forget one connection of ``peer``."""
-        self.open_connections -= 1
-        left = self._per_peer.get(peer, 1) - 1
-        if left > 0:
-            self._per_peer[peer] = left
-        else:
-            self._per_peer.pop(peer, None)
