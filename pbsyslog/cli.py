@@ -68,9 +68,6 @@ DEFAULT_CONFIG = "/etc/pbsyslog/pbsyslog.toml"
 EXIT_OK = 0
 EXIT_USAGE = 2
 
-# Config attribute -> TOML key, where the two differ.
-_TOML_KEYS = {"extra_patterns": "pattern", "outputs": "output"}
-
 
 class CommandError(Exception):
     """A usage, config or input problem: printed as one line, exit status 2."""
@@ -435,44 +432,15 @@ def _dumpconfig(args: argparse.Namespace) -> int:
 def dump_config(config: Config) -> str:
     """``config`` as a TOML document that ``Config.from_mapping`` turns back into an equal Config.
 
-    Built from the attrs fields, so settings added to Config later are
-    dumped too; the result is read back and compared, and a setting that
-    does not survive the trip raises RuntimeError rather than printing a
-    config that means something else.
+    The keys and values are ``Config.to_toml_mapping()``'s, so every
+    setting Config declares is dumped; the result is read back and
+    compared, and a setting that does not survive the trip raises
+    RuntimeError rather than printing a config that means something else.
     """
-    raw: dict[str, Any] = {}
-    for field in attrs.fields(Config):
-        value = _plain(getattr(config, field.name))
-        if field.name == "metrics" and value is not None:  # written as "HOST:PORT" in the file
-            host, port = value
-            value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if value is None or value == []:
-            continue  # TOML has no null; an empty list is the default here
-        raw[_TOML_KEYS.get(field.name, field.name)] = value
-    text = toml_document(raw)
+    text = toml_document(config.to_toml_mapping())
     if Config.from_mapping(tomllib.loads(text)) != config:
         raise RuntimeError("dumpconfig: the dumped TOML does not give the same config back")
     return text
-
-
-def _plain(value: Any) -> Any:
-    """attrs records (less their defaults), tuples and mappings as plain dicts and lists."""
-    if attrs.has(type(value)):
-        # A record inside Config (a listener) is written without the fields
-        # it has by default: some may only be given in some cases (TLS
-        # settings on a TLS listener), and None cannot be written at all.
-        plain = {}
-        for field in attrs.fields(type(value)):
-            item = getattr(value, field.name)
-            if item is None or (field.default is not attrs.NOTHING and item == field.default):
-                continue
-            plain[field.name] = _plain(item)
-        return plain
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def toml_document(table: Mapping[str, Any]) -> str:

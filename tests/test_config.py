@@ -106,3 +106,96 @@ def test_allow_override_applies_to_every_listener() -> None:
     assert {x.allow for x in config.listen} == {("127.0.0.2/32",)}
     with pytest.raises(ConfigError, match="insecure_remote"):
         Config().override(allow=["192.0.2.1"])
+
+
+
+def test_unknown_key_lists_every_known_key_sorted() -> None:
+    """An unknown key is refused (the first one, sorted) with every key Config reads, sorted, in the message."""
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping({"zzz": 1, "grase": 10, "grace": "bad"})
+    assert str(info.value) == (
+        "unknown setting 'grase' (known: authorise_link_local, authorise_loopback, commit_interval, dbfile, "
+        "expire_interval, grace, idle_timeout, insecure_remote, listen, logout_tracking, map_kind, map_value, "
+        "max_connections, max_connections_per_peer, max_frame, max_pending, max_session, max_tracked, metrics, "
+        "mynetworks, never, output, pattern, patterns, pending_age, socketmap, udp_rate, udp_receive_buffer)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"map_value": "", "map_kind": "nope"},
+         "map_kind: expected one of postfix-hash, postfix-btree, sendmail-access, sendmail-popauth, exim-dbm, got 'nope'"),
+        ({"map_value": "", "output": {}}, "output: expected [[output]] tables"),
+        ({"max_connections": -1, "listen": {}}, "listen: expected [[listen]] tables"),
+        ({"max_tracked": 0, "metrics": 3}, 'metrics: expected "HOST:PORT" (or "" for none), got 3'),
+        ({"pending_age": -5, "socketmap": {}}, "socketmap: expected [[socketmap]] tables"),
+        ({"grace": "x", "pending_age": -5}, "grace: expected a number of seconds, got 'x'"),
+    ],
+)
+def test_several_bad_keys_report_the_same_one_first(raw: dict, message: str) -> None:
+    """With several bad keys the first one in Config's declaration order is reported (the order the checks always had)."""
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping(raw)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "value"),
+    [
+        ({"mynetworks": "postconf"}, "mynetworks", "postconf"),
+        ({"mynetworks": "none"}, "mynetworks", "none"),
+        ({"mynetworks": []}, "mynetworks", ()),
+        ({"mynetworks": ["192.0.2.0/24", "::1"]}, "mynetworks", ("192.0.2.0/24", "::1/128")),
+        ({"never": []}, "never", ()),
+        ({"never": ["10.0.0.0/8"]}, "never", ("10.0.0.0/8",)),
+        ({"metrics": ""}, "metrics", None),
+        ({"metrics": "[::1]:9103"}, "metrics", ("::1", 9103)),
+        ({"output": []}, "outputs", ()),
+        ({"pattern": []}, "extra_patterns", ()),
+    ],
+)
+def test_settings_forms(raw: dict, field: str, value: object) -> None:
+    """Each accepted form of a setting gives its field value (keys named differently from their field included)."""
+    assert getattr(Config.from_mapping(raw), field) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"mynetworks": "x"}, 'mynetworks: expected "postconf", "none" or a list of networks'),
+        ({"mynetworks": ["nowhere"]}, "mynetworks: 'nowhere' is not an address or CIDR network"),
+        ({"never": "x"}, 'never: expected a non-empty list of networks such as "192.0.2.0/28"'),
+        ({"map_value": "a\nb"}, "map_value: must not contain NUL or line breaks"),
+        ({"output": [{"kind": "exim-dbm", "path": "/x", "value": ""}]}, "map_value: expected a non-empty string, got ''"),
+        ({"patterns": []}, "patterns: the list is empty; nothing would ever authorise"),
+        ({"pattern": [1]}, "pattern: expected [[pattern]] tables"),
+        ({"max_frame": 10}, "max_frame: must be between 480 and 16777216, got 10"),
+        ({"udp_rate": -1}, "udp_rate: expected a rate per second (0 = unlimited), got -1"),
+        ({"commit_interval": -0.1}, "commit_interval: must be a positive number of seconds, got -0.1"),
+    ],
+)
+def test_bad_setting_messages(raw: dict, message: str) -> None:
+    """The converters' messages, word for word."""
+    with pytest.raises(ConfigError) as info:
+        Config.from_mapping(raw)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {},
+        {"mynetworks": []},
+        {"mynetworks": "none", "never": ["10.0.0.0/8"], "metrics": "[::1]:9103", "map_kind": "exim-dbm"},
+        {"output": [{"kind": "pgsql", "dsn": "dbname=x", "table": "a.b"}, {"kind": "postfix-btree", "path": "/m", "value": "V"}]},
+        {"socketmap": [{"port": 1, "names": ["a"]}, {"path": "/run/x"}], "pattern": [{"name": "x"}]},
+        {"listen": [{"protocol": "tls", "host": "::", "port": 6514, "allow": ["192.0.2.0/28"], "tls_cert": "c", "tls_key": "k", "tls_ca": "a", "tls_peers": ["mx"]}]},
+    ],
+)
+def test_to_toml_mapping_round_trips(raw: dict) -> None:
+    """to_toml_mapping gives plain values that from_mapping turns back into the same Config."""
+    config = Config.from_mapping(raw)
+    dumped = config.to_toml_mapping()
+    assert Config.from_mapping(dumped) == config
+    assert "listen" in dumped and "metrics" not in Config().to_toml_mapping()

@@ -491,10 +491,10 @@ def wait(predicate: Any, timeout: float = 5.0) -> bool:
 
 def test_dumped_pgsql_output_loads_back() -> None:
     """The record as dumpconfig writes it (every field not at its default, path included) loads back equal."""
-    from pbsyslog.cli import _plain
+    from pbsyslog.config import to_toml_value
 
     config = Config.from_mapping({"output": [{"kind": "pgsql", "dsn": "dbname=x", "table": "pbs.auth"}]})
-    dumped = _plain(config.outputs[0])
+    dumped = to_toml_value(config.outputs[0])
     assert dumped["path"] == "pgsql:pbs.auth"
     assert Config.from_mapping({"output": [dumped]}) == config
     with pytest.raises(ConfigError, match="'path'"):
