@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from pbsyslog.config import Config
+from pbsyslog.journal import SideFiles, StateJournal
 
 
 class AdminError(RuntimeError):
@@ -35,7 +36,7 @@ class NotRunning(AdminError):
 
 def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """Send one request to the running service, or carry it out offline; return the reply."""
-    path = config.dbfile + ".ctl"
+    path = SideFiles(config.dbfile).control
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -59,26 +60,27 @@ def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> d
 
 def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
     """Carry out a request on the files, holding the service's lock."""
-    from pbsyslog.journal import StateJournal
+    from pbsyslog.outputs.berkeley import output_filename
     from pbsyslog.patterns import normalise_ip
 
+    files = SideFiles(config.dbfile)
     cmd = message["cmd"]
     if cmd == "status":
-        raise NotRunning(f"pbsyslog is not running (no control socket at {config.dbfile}.ctl)")
+        raise NotRunning(f"pbsyslog is not running (no control socket at {files.control})")
     try:
-        lock = open(config.dbfile + ".lock", "a+b")
+        lock = open(files.lock, "a+b")
     except OSError as e:
-        raise AdminError(f"cannot open {config.dbfile}.lock: {e.strerror}") from None
+        raise AdminError(f"cannot open {files.lock}: {e.strerror}") from None
     with lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AdminError(
-                f"pbsyslog is running with {config.dbfile}.db but its control socket "
-                f"{config.dbfile}.ctl does not answer"
+                f"pbsyslog is running with {output_filename(config.map_kind, config.dbfile)} "
+                f"but its control socket {files.control} does not answer"
             ) from None
         now = time.time()
-        journal = StateJournal(config.dbfile + ".state")
+        journal = StateJournal(files.journal)
         loaded = journal.load(now)
         if cmd == "list":
             return {"ok": True, "entries": [

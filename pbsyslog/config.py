@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from pbsyslog.addresses import bracketed
 from pbsyslog.inputs.senders import LOOPBACK, is_loopback_only, parse_network
 
 PROTOCOLS = ("udp", "tcp", "tls", "relp")
@@ -61,7 +62,7 @@ class Listener:
     tls_peers: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracketed(self.host)
         return f"{self.protocol} {host}:{self.port}"
 
 
@@ -78,7 +79,7 @@ class SocketmapListener:
     def __str__(self) -> str:
         if self.path is not None:
             return f"unix {self.path}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        host = bracketed(self.host) if self.host else self.host
         return f"tcp {host}:{self.port}"
 
 
@@ -341,7 +342,7 @@ def _hostport_text(value: tuple[str, int] | None) -> str | None:
     if value is None:
         return None
     host, port = value
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{bracketed(host)}:{port}"
 
 
 def _metrics(value: Any, key: str) -> tuple[str, int] | None:

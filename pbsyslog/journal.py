@@ -37,6 +37,29 @@ from typing import Any, BinaryIO
 
 import attrs
 
+
+@attrs.frozen
+class SideFiles:
+    """The files pbsyslog keeps beside its map; ``dbfile`` is the map's path as configured (no suffix)."""
+
+    dbfile: str
+
+    @property
+    def journal(self) -> str:
+        """This module's journal."""
+        return self.dbfile + ".state"
+
+    @property
+    def lock(self) -> str:
+        """Held (``flock``) by the running service; the offline commands take it too."""
+        return self.dbfile + ".lock"
+
+    @property
+    def control(self) -> str:
+        """The running service's control socket."""
+        return self.dbfile + ".ctl"
+
+
 # An IP's open sessions as the tracker hands them over: (floor, [(key, [start, ...]), ...]).
 Sessions = tuple[float, list[tuple[Hashable, list[float]]]]
 

@@ -51,3 +51,24 @@ class JSONLines:
 def json() -> ILogObserver:
     """The ``--logger`` factory: JSON lines on standard output."""
     return JSONLines(sys.stdout)
+
+
+class Failing:
+    """Which kinds of operation are failing: log a failure once, and its recovery once, not every retry."""
+
+    def __init__(self) -> None:
+        self._kinds: set[str] = set()
+
+    def failed(self, kind: str) -> bool:
+        """``kind`` failed: True when it was working until now (log it), False while it keeps failing."""
+        if kind in self._kinds:
+            return False
+        self._kinds.add(kind)
+        return True
+
+    def works(self, kind: str) -> bool:
+        """``kind`` worked: True when it had been failing (log the recovery)."""
+        if kind not in self._kinds:
+            return False
+        self._kinds.discard(kind)
+        return True

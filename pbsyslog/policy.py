@@ -21,6 +21,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterable
 
+from pbsyslog.addresses import unmapped_network
 from pbsyslog.config import Config
 from pbsyslog.inputs.senders import parse_network
 
@@ -79,10 +80,7 @@ def _network(text: str) -> Network | None:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return None
-    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None \
-            and network.prefixlen >= 96:
-        return ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
-    return network
+    return unmapped_network(network)
 
 
 def from_postconf() -> tuple[list[Network], list[str]]:

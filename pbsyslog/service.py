@@ -23,6 +23,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from pbsyslog.addresses import bracketed
 from pbsyslog.config import Config
 from pbsyslog.control import ControlFactory
 from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
@@ -31,9 +32,12 @@ from pbsyslog.inputs.senders import SenderFilter
 from pbsyslog.inputs.stream import SyslogStreamFactory
 from pbsyslog.inputs.tls import server_options
 from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
-from pbsyslog.journal import StateJournal
+from pbsyslog.journal import SideFiles, StateJournal
+from pbsyslog.logs import Failing
+from pbsyslog.memo import remember
 from pbsyslog.metrics import Metrics
 from pbsyslog.outputs import Outputs
+from pbsyslog.outputs.berkeley import output_filename
 from pbsyslog.outputs.socketmap import SocketmapFactory
 from pbsyslog.patterns import load_table, normalise_ip
 from pbsyslog.pipeline import Moved, Pipeline, Refused
@@ -63,7 +67,9 @@ class PbsyslogService(Service):
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
         self.map: Outputs | None = None
-        self.journal = StateJournal(config.dbfile + ".state")
+        self.files = SideFiles(config.dbfile)
+        self.map_file = output_filename(config.map_kind, config.dbfile)  # the primary map's file, for messages
+        self.journal = StateJournal(self.files.journal)
         self.ports: list[Any] = []
         self.untrusted = 0
         self._warned: dict[str, float] = {}
@@ -88,7 +94,7 @@ class PbsyslogService(Service):
         self._flush_call: Any = None
         self._dirty = False
         self._state_dirty = False
-        self._failing: set[str] = set()  # kinds of failure logged and not yet recovered
+        self._failing = Failing()  # kinds of failure logged and not yet recovered
         self._unlogged: set[str] = set()  # additions whose commit failed, logged once healed
         self._last_commit = float("-inf")
         self._expiry = LoopingCall(self.tick)
@@ -110,14 +116,13 @@ class PbsyslogService(Service):
         for sm in self.config.socketmap:
             self.ports.append(self._listen_socketmap(sm))
         self.ports.append(self.reactor.listenUNIX(
-            self.config.dbfile + ".ctl", ControlFactory(self), mode=0o600, wantPID=True))
+            self.files.control, ControlFactory(self), mode=0o600, wantPID=True))
         if self.config.metrics is not None:
             host, port = self.config.metrics
             web = self.reactor.listenTCP(port, self.metrics.site(), interface=host)
             self.ports.append(web)
             bound = web.getHost()
-            log.info("metrics on http://{host}:{port}/metrics",
-                     host=f"[{bound.host}]" if ":" in bound.host else bound.host, port=bound.port)
+            log.info("metrics on http://{host}:{port}/metrics", host=bracketed(bound.host), port=bound.port)
         self._expiry.start(self.config.expire_interval, now=False)
         if self._reload_config is not None:  # run by twistd, not by a test
             self._previous_hup = signal.signal(
@@ -128,7 +133,7 @@ class PbsyslogService(Service):
             # last batch (stopService), exit 0.
             self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._on_sigterm)
         super().startService()
-        log.info("pbsyslog ready: map {path}.db, grace {grace:g} s", path=self.config.dbfile, grace=self.config.grace)
+        log.info("pbsyslog ready: map {path}, grace {grace:g} s", path=self.map_file, grace=self.config.grace)
 
     def _open_outputs(self) -> Outputs:
         """Open every output; a pgsql one reads deadlines and patterns from the tracker."""
@@ -141,13 +146,13 @@ class PbsyslogService(Service):
 
     def _lock(self) -> None:
         """Hold ``<dbfile>.lock`` while running: one service per map, and the offline CLI knows we are up."""
-        self._lock_file = open(self.config.dbfile + ".lock", "a+b")
+        self._lock_file = open(self.files.lock, "a+b")
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
             self._lock_file = None
-            raise RuntimeError(f"another pbsyslog is running with {self.config.dbfile}.db") from None
+            raise RuntimeError(f"another pbsyslog is running with {self.map_file}") from None
         self.started_at = self.reactor.seconds()
 
     def _restore_state(self) -> None:
@@ -223,7 +228,7 @@ class PbsyslogService(Service):
         else:
             port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
         bound = port.getHost()
-        host = f"[{bound.host}]" if ":" in bound.host else bound.host
+        host = bracketed(bound.host)
         proto = listener.protocol + ("+tls" if listener.protocol == "relp" and listener.tls_cert else "")
         log.info("listening on {proto} {host}:{port}", proto=proto, host=host, port=bound.port)
         return port
@@ -316,7 +321,7 @@ class PbsyslogService(Service):
         p = self.pipeline.counters
         return {
             "uptime": round(self.reactor.seconds() - (self.started_at or self.reactor.seconds()), 1),
-            "map": self.config.dbfile + ".db",
+            "map": self.map_file,
             "authorised": len(self.tracker),
             "listeners": [
                 {"listener": str(listener), "frames": c.frames, "untrusted": c.untrusted,
@@ -337,7 +342,7 @@ class PbsyslogService(Service):
             return port
         port = self.reactor.listenTCP(sm.port, factory, interface=sm.host)
         bound = port.getHost()
-        host = f"[{bound.host}]" if ":" in bound.host else bound.host
+        host = bracketed(bound.host)
         log.info("socketmap on tcp {host}:{port}", host=host, port=bound.port)
         return port
 
@@ -355,9 +360,7 @@ class PbsyslogService(Service):
         last = self._warned.get(peer)
         if last is not None and now - last < 60:
             return
-        if len(self._warned) >= 1024:  # bounded: a spoofing flood cannot grow it
-            self._warned.clear()
-        self._warned[peer] = now
+        remember(self._warned, peer, now, 1024)  # bounded: a spoofing flood cannot grow it
         log.warn("refused syslog from untrusted sender {peer} (not in the listener's allow list); "
                  "{n} refused so far", peer=peer, n=self.untrusted)
 
@@ -459,14 +462,12 @@ class PbsyslogService(Service):
 
     def _failed(self, kind: str, message: str, **fields: Any) -> None:
         """Log a failure with its traceback, once per kind until that kind works again."""
-        if kind not in self._failing:
-            self._failing.add(kind)
+        if self._failing.failed(kind):
             log.failure(message + " (logged once until it works again)", **fields)
 
     def _works(self, kind: str, message: str, **fields: Any) -> None:
         """Log the recovery of a kind of operation that had failed."""
-        if kind in self._failing:
-            self._failing.discard(kind)
+        if self._failing.works(kind):
             log.info(message, **fields)
 
     def _commit(self, add: Any = (), remove: Any = ()) -> bool:
@@ -479,7 +480,7 @@ class PbsyslogService(Service):
             self._dirty = True
             self.map_errors += 1
             self._unlogged.update(add)
-            self._failed("map", "map write failed; will rebuild {path}.db from memory", path=self.config.dbfile)
+            self._failed("map", "map write failed; will rebuild {path} from memory", path=self.map_file)
             return False
         self.map_commits += 1
         self.metrics.write_seconds.labels(self.output_name).observe(time.perf_counter() - started)
@@ -501,8 +502,8 @@ class PbsyslogService(Service):
                     self.map.reopen(self.reactor.seconds())
                 added, gone = self.map.replace_all(self.tracker.ips())
                 self._dirty = False
-                self._works("map", "map rebuilt from memory ({n} authorised): writes to {path}.db work again",
-                            path=self.config.dbfile, n=len(self.tracker))
+                self._works("map", "map rebuilt from memory ({n} authorised): writes to {path} work again",
+                            path=self.map_file, n=len(self.tracker))
                 # Additions whose commit failed were never logged as added.
                 for ip in sorted((self._unlogged | added) & self.tracker.ips()):
                     log.info("added {ip} to map ({pattern})", ip=ip, pattern=self.tracker.pattern(ip))

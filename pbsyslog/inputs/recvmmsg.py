@@ -36,6 +36,8 @@ import struct
 import sys
 from typing import Any
 
+from pbsyslog.memo import remember
+
 DATAGRAM_BUFFER = 65536
 _MSG_DONTWAIT = 0x40
 _SOCKADDR_SIZE = 128  # sockaddr_storage
@@ -142,9 +144,7 @@ class Receiver:
             name = names[name_at:name_at + name_len].tobytes()
             peer = peers.get(name)
             if peer is None:
-                if len(peers) >= _MAX_PEERS:
-                    peers.clear()
-                peer = peers[name] = _peer(name)
+                peer = remember(peers, name, _peer(name), _MAX_PEERS)
             append((data[offset:offset + length], peer))
             offset += DATAGRAM_BUFFER
             name_at += _SOCKADDR_SIZE

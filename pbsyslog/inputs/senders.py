@@ -13,6 +13,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from pbsyslog.addresses import unmapped, unmapped_network
+from pbsyslog.memo import remember
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -20,11 +23,7 @@ LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 def parse_network(text: str) -> Network:
     """Parse a CIDR (a bare address means a single host); raise ValueError if it is none."""
-    network = ipaddress.ip_network(text, strict=False)
-    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
-        if network.prefixlen >= 96:
-            return ipaddress.ip_network(f"{network.network_address.ipv4_mapped}/{network.prefixlen - 96}")
-    return network
+    return unmapped_network(ipaddress.ip_network(text, strict=False))
 
 
 def is_loopback_only(network: Network) -> bool:
@@ -45,9 +44,7 @@ class SenderFilter:
         """Say whether a peer with address ``host`` may send to this listener."""
         verdict = self._cache.get(host)
         if verdict is None:
-            verdict = self._check(host)
-            if len(self._cache) < self._CACHE_LIMIT:
-                self._cache[host] = verdict
+            verdict = remember(self._cache, host, self._check(host), self._CACHE_LIMIT)
         return verdict
 
     def _check(self, host: str) -> bool:
@@ -55,6 +52,5 @@ class SenderFilter:
             address = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = unmapped(address)
         return any(address in network for network in self.networks)

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from pbsyslog.inputs import recvmmsg
 from pbsyslog.inputs.framing import TRAILER
 from pbsyslog.inputs.listening import Listening, hand_over
+from pbsyslog.memo import remember
 
 # The largest UDP payload there is; Twisted's default (8192) would truncate.
 MAX_DATAGRAM = 65535
@@ -56,9 +57,7 @@ class TokenBuckets:
         if tokens < 1:
             self._buckets[peer] = (tokens, now)
             return False
-        if len(self._buckets) >= self.MAX_PEERS and peer not in self._buckets:
-            self._buckets.clear()
-        self._buckets[peer] = (tokens - 1, now)
+        remember(self._buckets, peer, (tokens - 1, now), self.MAX_PEERS)
         return True
 
 

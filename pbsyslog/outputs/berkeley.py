@@ -77,6 +77,8 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from pbsyslog.addresses import unmapped
+
 try:  # the maintained successor first; same API.
     from berkeleydb import db  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on what is installed
@@ -106,9 +108,7 @@ def _parse_ip(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return unmapped(address)
 
 
 def _sendmail_full(address: ipaddress.IPv6Address) -> str:

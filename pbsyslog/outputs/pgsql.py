@@ -60,6 +60,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from pbsyslog.logs import Failing
+
 log = Logger(namespace="pbsyslog")
 
 DEFAULT_TABLE = "pop_before_smtp"
@@ -153,7 +155,7 @@ class PgsqlWriter:
         self._stopping = False
         # Worker-only state.
         self._conn: Any = None
-        self._failing: set[str] = set()
+        self._failing = Failing()
         self._backoff = 0.0
         self._next_cleanup = 0.0
         # Counters (read by tests and status; approximate across threads).
@@ -293,7 +295,7 @@ class PgsqlWriter:
             with self._lock:
                 self._resync = True  # the table may have lost or missed writes: upsert everything again
                 n = len(self._want)
-            self._failing.discard("connect")
+            self._failing.works("connect")  # the resync line below says it
             self._call(log.info, "pgsql output {table}: connected; resyncing {n} authorisations", table=self.table, n=n)
         try:
             wrote = self._write_batch()
@@ -388,12 +390,10 @@ class PgsqlWriter:
 
     def _failed(self, kind: str, message: str, **fields: Any) -> None:
         self._backoff = min(30.0, max(0.5, self._backoff * 2))
-        if kind not in self._failing:
-            self._failing.add(kind)
+        if self._failing.failed(kind):
             self._call(log.error, message + " (logged once until it works again; retrying)",
                        table=self.table, **fields)
 
     def _works(self, kind: str, message: str, **fields: Any) -> None:
-        if kind in self._failing:
-            self._failing.discard(kind)
+        if self._failing.works(kind):
             self._call(log.info, message, table=self.table, **fields)

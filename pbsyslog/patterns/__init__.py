@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from pbsyslog.addresses import unmapped
 from pbsyslog.syslog import FAST_HEADER, FAST_PRI_HEADER, SyslogMessage
 
 __all__ = [
@@ -342,9 +343,7 @@ def normalise_ip(text: str) -> str | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+    return str(unmapped(address))
 
 
 def builtin_entries() -> list[dict[str, Any]]:
