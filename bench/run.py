@@ -698,7 +698,7 @@ def bench_storm(quick: bool) -> None:
     from twisted.internet.testing import MemoryReactorClock
 
     from pbsyslog.config import Config
-    from pbsyslog.service import build
+    from pbsyslog.wiring import build
 
     directory = Path(tempfile.mkdtemp(prefix="pbsyslog-bench-"))
     try:
@@ -728,7 +728,7 @@ def bench_storm(quick: bool) -> None:
         added_at: dict[str, float] = {}
         for i in range(logins):
             ip = f"10.77.{i >> 8}.{i & 255}"
-            service.receive(login_line(ip), "127.0.0.1")
+            service.receive(login_line(ip))
             added_at[ip] = reactor.seconds()
             reactor.advance(step)
         for _ in range(20):

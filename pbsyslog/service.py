@@ -1,7 +1,10 @@
-"""Service: wiring of listeners, pipeline, tracker, map and expiry clock.
+"""Service: the lifecycle of one pbsyslog, between its sockets and its maps.
 
 Contract: the only module that reads the clock (``reactor.seconds()``) and
-owns the expiry ``LoopingCall``.  Additions are coalesced: the first one
+owns the expiry ``LoopingCall``.  It starts (lock, journal restore, maps,
+then the sockets ``wiring.bind`` opens), hands frames to the pipeline,
+coalesces commits, expires and heals on each tick, reloads on SIGHUP and
+stops cleanly (the last batch written).  Additions are coalesced: the first one
 after a quiet spell is committed on the next reactor turn, and later ones at
 most once per ``commit_interval`` (so a burst of 1,000 logins costs a few
 commits, i.e. a few smtpd restarts, not 1,000); removals are committed by
@@ -23,23 +26,15 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from pbsyslog.addresses import bracketed
 from pbsyslog.config import Config
-from pbsyslog.control import ControlFactory
-from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
-from pbsyslog.inputs.relp import listen_relp
-from pbsyslog.inputs.senders import SenderFilter
-from pbsyslog.inputs.stream import SyslogStreamFactory
-from pbsyslog.inputs.tls import server_options
-from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
+from pbsyslog.inputs.listening import Limits, TransportCounters
 from pbsyslog.journal import SideFiles, StateJournal
 from pbsyslog.logs import Failing
 from pbsyslog.memo import remember
 from pbsyslog.metrics import Metrics
 from pbsyslog.outputs import Outputs
 from pbsyslog.outputs.berkeley import output_filename
-from pbsyslog.outputs.socketmap import SocketmapFactory
-from pbsyslog.patterns import load_table, normalise_ip
+from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Moved, Pipeline, Refused
 from pbsyslog.policy import NeverList, never_list
 from pbsyslog.tracker import Change
@@ -55,11 +50,13 @@ class PbsyslogService(Service):
         config: Config,
         reactor: Any,
         pipeline: Pipeline,
+        bind: Callable[[PbsyslogService], Any],
         reload_config: Callable[[], Config] | None = None,
     ) -> None:
         self.config = config
+        self._bind = bind  # opens the sockets at start-up (wiring.bind); returns a wiring.Bound
         self._reload_config = reload_config
-        self._gates: list[tuple[Any, _Gate]] = []
+        self._trust: list[Any] = []  # per syslog listener, its ListenerTrust (reload updates them)
         self._previous_hup: Any = None
         self._lock_file: Any = None
         self.started_at: float | None = None
@@ -96,7 +93,7 @@ class PbsyslogService(Service):
         self._state_dirty = False
         self._failing = Failing()  # kinds of failure logged and not yet recovered
         self._unlogged: set[str] = set()  # additions whose commit failed, logged once healed
-        self._last_commit = float("-inf")
+        self.last_commit = float("-inf")
         self._expiry = LoopingCall(self.tick)
         self._expiry.clock = reactor
 
@@ -111,18 +108,8 @@ class PbsyslogService(Service):
             log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
         for ip in sorted(added):
             log.info("added {ip} to map (restored)", ip=ip)
-        for listener in self.config.listen:
-            self.ports.append(self._listen(listener))
-        for sm in self.config.socketmap:
-            self.ports.append(self._listen_socketmap(sm))
-        self.ports.append(self.reactor.listenUNIX(
-            self.files.control, ControlFactory(self), mode=0o600, wantPID=True))
-        if self.config.metrics is not None:
-            host, port = self.config.metrics
-            web = self.reactor.listenTCP(port, self.metrics.site(), interface=host)
-            self.ports.append(web)
-            bound = web.getHost()
-            log.info("metrics on http://{host}:{port}/metrics", host=bracketed(bound.host), port=bound.port)
+        bound = self._bind(self)
+        self.ports, self._trust, self.transport_counters = bound.ports, bound.trust, bound.counters
         self._expiry.start(self.config.expire_interval, now=False)
         if self._reload_config is not None:  # run by twistd, not by a test
             self._previous_hup = signal.signal(
@@ -196,43 +183,6 @@ class PbsyslogService(Service):
             self._lock_file.close()  # releases the flock
             self._lock_file = None
 
-    def _listen(self, listener: Any) -> Any:
-        gate = _Gate(listener)
-        self._gates.append((listener, gate))
-        counters = TransportCounters()
-        self.transport_counters.append((listener, counters))
-        ctx = Listening(
-            sink=lambda frame, peer: self.receive(frame, peer, gate.hostnames),
-            # RELP acks each frame once it is handled: frame by frame.
-            sink_batch=(lambda frames: self.receive_batch(frames, gate.hostnames))
-            if listener.protocol != "relp" else None,
-            allowed=gate.allows,
-            refused=self.refused,
-            counters=counters,
-            limits=self.limits,
-            clock=self.reactor,
-            tls_peers=listener.tls_peers,
-        )
-        if listener.protocol == "udp":
-            port = listen_udp(self.reactor, listener.port, SyslogDatagramProtocol(ctx), listener.host, MAX_DATAGRAM)
-        elif listener.protocol == "tls":
-            options = server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
-            port = self.reactor.listenSSL(listener.port, SyslogStreamFactory(ctx), options, interface=listener.host)
-        elif listener.protocol == "relp":
-            # Acks go out once receive() returned (the login is in the
-            # tracker); stopping this port sends serverclose and stops
-            # acking, and stopService stops ports before its last flush.
-            relp_tls = (server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
-                        if listener.tls_cert is not None else None)
-            port = listen_relp(self.reactor, listener.port, listener.host, ctx, relp_tls)
-        else:
-            port = self.reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
-        bound = port.getHost()
-        host = bracketed(bound.host)
-        proto = listener.protocol + ("+tls" if listener.protocol == "relp" and listener.tls_cert else "")
-        log.info("listening on {proto} {host}:{port}", proto=proto, host=host, port=bound.port)
-        return port
-
     def reload(self) -> None:
         """Re-read the config (SIGHUP): patterns, trust settings and grace; keep state and sockets.
 
@@ -252,8 +202,8 @@ class PbsyslogService(Service):
             log.warn("reload: listeners differ from the running ones; restart to rebind them "
                      "(their trust settings were not changed)")
         else:
-            for (_, gate), listener in zip(self._gates, new.listen, strict=True):
-                gate.update(listener)
+            for trust, listener in zip(self._trust, new.listen, strict=True):
+                trust.update(listener.allow, listener.hostnames)
         self.pipeline.table = table
         self.pipeline.never = logged_never_list(new)
         self.tracker.grace = new.grace
@@ -266,43 +216,20 @@ class PbsyslogService(Service):
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
                  n=len(table.names), grace=new.grace, ips=len(self.tracker))
 
-    # -- the administrator's commands (control socket) --------------------
+    # -- changes by hand (the control socket's Admin) ---------------------
 
-    def admin_list(self) -> list[dict[str, Any]]:
-        """Every authorised IP with its pattern and seconds left."""
+    def grant(self, ip: str, deadline: float, pattern: str) -> None:
+        """Authorise ``ip`` until ``deadline`` now (an administrator's ``add``), committed at once."""
         now = self.reactor.seconds()
-        return [
-            {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1),
-             "open_sessions": self.tracker.open_sessions(ip, now)}
-            for ip, (deadline, pattern) in sorted(self.tracker.entries().items())
-        ]
-
-    def admin_add(self, text: str, grace: float | None) -> str:
-        """Authorise an IP by hand for ``grace`` seconds (default: the configured grace)."""
-        ip = normalise_ip(text)
-        if ip is None:
-            raise ValueError(f"not an IP address: {text!r}")
-        now = self.reactor.seconds()
-        change = self.tracker.restore(ip, now + (grace or self.config.grace), "manual")
+        change = self.tracker.restore(ip, deadline, pattern)
         if change is not None:
             self._pending_state.add(ip)
             if change is Change.ADDED:
                 self._pending_adds.setdefault(ip, now)
             self.flush()
-        return ip
 
-    def admin_del(self, text: str) -> bool:
-        """Take an IP's authorisation away now."""
-        ip = normalise_ip(text)
-        if ip is None:
-            raise ValueError(f"not an IP address: {text!r}")
-        return bool(self._remove([ip]))
-
-    def admin_flush(self) -> int:
-        """Take every authorisation away now."""
-        return len(self._remove(sorted(self.tracker.ips())))
-
-    def _remove(self, ips: list[str]) -> list[str]:
+    def revoke(self, ips: list[str], why: str) -> list[str]:
+        """Take the authorisation of ``ips`` away now; return those that had one."""
         gone = [ip for ip in ips if self.tracker.remove(ip)]
         if gone:
             self._pending_adds = {ip: t for ip, t in self._pending_adds.items() if ip in self.tracker}
@@ -313,38 +240,8 @@ class PbsyslogService(Service):
                 log.failure("state journal write failed; will rewrite {path} from memory", path=self.journal.path)
             self._commit(remove=gone)
             for ip in gone:
-                log.info("removed {ip} from map (administrator)", ip=ip)
+                log.info("removed {ip} from map ({why})", ip=ip, why=why)
         return gone
-
-    def status(self) -> dict[str, Any]:
-        """What the service is doing, for ``pbsyslog status``."""
-        p = self.pipeline.counters
-        return {
-            "uptime": round(self.reactor.seconds() - (self.started_at or self.reactor.seconds()), 1),
-            "map": self.map_file,
-            "authorised": len(self.tracker),
-            "listeners": [
-                {"listener": str(listener), "frames": c.frames, "untrusted": c.untrusted,
-                 "too_big": c.oversize, "rate_limited": c.rate_limited}
-                for listener, c in self.transport_counters
-            ],
-            "frames": p.frames, "parse_errors": p.malformed, "logins": p.logins, "failures": p.failures,
-            "ignored": {**p.ignored, "stale": p.stale, "full": p.full, "wrong_host": p.wrong_host},
-            "map_writes": self.map_commits, "map_errors": self.map_errors,
-            "last_write": self._last_commit if self._last_commit > float("-inf") else None,
-        }
-
-    def _listen_socketmap(self, sm: Any) -> Any:
-        factory = SocketmapFactory(self.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)
-        if sm.path is not None:
-            port = self.reactor.listenUNIX(sm.path, factory, mode=0o666, wantPID=False)
-            log.info("socketmap on unix {path}", path=sm.path)
-            return port
-        port = self.reactor.listenTCP(sm.port, factory, interface=sm.host)
-        bound = port.getHost()
-        host = bracketed(bound.host)
-        log.info("socketmap on tcp {host}:{port}", host=host, port=bound.port)
-        return port
 
     def lookup(self, key: str) -> str | None:
         """The socketmap answer for ``key``: the map value while it is authorised, else None."""
@@ -364,8 +261,8 @@ class PbsyslogService(Service):
         log.warn("refused syslog from untrusted sender {peer} (not in the listener's allow list); "
                  "{n} refused so far", peer=peer, n=self.untrusted)
 
-    def receive(self, frame: bytes, peer: str, hostnames: frozenset[str] | None = None) -> None:
-        """Handle one frame from ``peer`` (RELP hands them over one by one, to ack each)."""
+    def receive(self, frame: bytes, hostnames: frozenset[str] | None = None) -> None:
+        """Handle one frame (RELP hands them over one by one, to ack each)."""
         self.receive_batch([frame], hostnames)
 
     def receive_batch(self, frames: list[bytes], hostnames: frozenset[str] | None = None) -> None:
@@ -400,7 +297,7 @@ class PbsyslogService(Service):
             # Coalesce: an isolated login is committed on the next reactor
             # turn; during a burst, at most one commit per commit_interval
             # (each map commit makes every idle smtpd restart).
-            delay = max(0.0, self._last_commit + self.config.commit_interval - now)
+            delay = max(0.0, self.last_commit + self.config.commit_interval - now)
             self._flush_call = self.reactor.callLater(delay, self.flush)
 
     def _warn_full(self) -> None:
@@ -431,7 +328,7 @@ class PbsyslogService(Service):
             return
         if not self._commit(add=adds):
             return
-        self._last_commit = now = self.reactor.seconds()
+        self.last_commit = now = self.reactor.seconds()
         delay = self.metrics.commit_delay.labels(self.output_name)
         for ip in sorted(adds):
             delay.observe(max(0.0, now - adds[ip]))
@@ -529,32 +426,6 @@ class PbsyslogService(Service):
         except Exception:
             self._state_dirty = True
             self._failed("compact", "compacting {path} failed; will retry", path=self.journal.path)
-
-
-class _Gate:
-    """One listener's trust settings (allow list, pinned hostnames), replaceable on reload."""
-
-    def __init__(self, listener: Any) -> None:
-        self.update(listener)
-
-    def update(self, listener: Any) -> None:
-        self._filter = SenderFilter(listener.allow)
-        self.hostnames = frozenset(listener.hostnames) or None
-
-    def allows(self, host: str) -> bool:
-        return self._filter.allows(host)
-
-
-def build(
-    config: Config, reactor: Any, reload_config: Callable[[], Config] | None = None
-) -> PbsyslogService:
-    """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts).
-
-    ``reload_config``, when given, is how SIGHUP gets a fresh config.
-    """
-    table = load_table(config.patterns, extra=config.extra_patterns)
-    pipeline = Pipeline.from_config(config, table, logged_never_list(config))
-    return PbsyslogService(config, reactor, pipeline, reload_config)
 
 
 def logged_never_list(config: Config) -> NeverList:

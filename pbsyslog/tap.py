@@ -96,7 +96,7 @@ def makeService(options: Options) -> Any:
     """Build the service on the global reactor."""
     from twisted.internet import reactor
 
-    from pbsyslog.service import build
+    from pbsyslog.wiring import build
 
     assert options.config is not None
     return build(options.config, reactor, reload_config=options.reload)

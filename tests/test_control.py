@@ -6,7 +6,7 @@ from pathlib import Path
 from test_service import start
 from twisted.internet.testing import StringTransport
 
-from pbsyslog.control import ControlProtocol
+from pbsyslog.control import Admin, ControlProtocol
 
 
 def ask(proto: ControlProtocol, transport: StringTransport, line: bytes) -> dict:
@@ -19,7 +19,7 @@ def ask(proto: ControlProtocol, transport: StringTransport, line: bytes) -> dict
 def test_requests_and_errors(tmp_path: Path) -> None:
     """add/list/del work; junk, unknown commands, bad IPs and bad grace get error replies."""
     service, reactor = start(tmp_path)
-    proto, transport = ControlProtocol(service), StringTransport()
+    proto, transport = ControlProtocol(Admin(service)), StringTransport()
     proto.makeConnection(transport)
     assert ask(proto, transport, b'{"cmd": "add", "ip": "::ffff:192.0.2.5", "grace": 30}') == {"ok": True, "ip": "192.0.2.5"}
     assert ask(proto, transport, b'{"cmd": "list"}')["entries"] == [{"ip": "192.0.2.5", "pattern": "manual", "seconds_left": 30.0, "open_sessions": 0}]
@@ -35,7 +35,7 @@ def test_requests_and_errors(tmp_path: Path) -> None:
 def test_overlong_line_closes_connection(tmp_path: Path) -> None:
     """A request line over 64 KiB closes that connection only."""
     service, _ = start(tmp_path)
-    proto, transport = ControlProtocol(service), StringTransport()
+    proto, transport = ControlProtocol(Admin(service)), StringTransport()
     proto.makeConnection(transport)
     proto.dataReceived(b"x" * 70_000)
     assert transport.disconnecting

@@ -42,6 +42,6 @@ def test_counters_move(tmp_path: Path) -> None:
 def test_ignored_logins_by_reason(tmp_path: Path) -> None:
     """A loopback login without authorise_loopback is counted under special_address."""
     service, reactor = start(tmp_path)
-    service.receive(LOGIN % b"127.0.0.9", "127.0.0.1")
+    service.receive(LOGIN % b"127.0.0.9")
     assert scrape(service)[("pbsyslog_logins_ignored_total", (("reason", "special_address"),))] == 1
     service.stopService()

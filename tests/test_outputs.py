@@ -8,7 +8,7 @@ from test_service import LOGIN, Reactor
 from pbsyslog.config import MAP_KINDS, Config, OutputSpec
 from pbsyslog.outputs import Outputs
 from pbsyslog.outputs.berkeley import OUTPUT_KINDS, open_output
-from pbsyslog.service import build
+from pbsyslog.wiring import build
 
 
 def keys_of(kind: str, path: Path) -> set[str]:
@@ -37,7 +37,7 @@ def test_service_writes_every_output(tmp_path: Path) -> None:
     reactor = Reactor()
     service = build(config, reactor)
     service.startService()
-    service.receive(LOGIN % b"2001:db8::5", "127.0.0.1")
+    service.receive(LOGIN % b"2001:db8::5")
     reactor.advance(0)
     for kind, path in (("postfix-btree", "map"), ("sendmail-access", "access"), ("exim-dbm", "exim")):
         assert keys_of(kind, tmp_path / path) == {"2001:db8::5"}, kind

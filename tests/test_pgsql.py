@@ -451,7 +451,7 @@ def test_service_writes_logins_to_the_table(tmp_path: Path, monkeypatch: pytest.
     """A login received by the service reaches the table with the tracker's deadline; a repeat extends it."""
     from test_service import LOGIN, Reactor
 
-    from pbsyslog.service import build
+    from pbsyslog.wiring import build
 
     db = Database()
     monkeypatch.setattr(pgsql, "psycopg_connect", db.connect)
@@ -464,13 +464,13 @@ def test_service_writes_logins_to_the_table(tmp_path: Path, monkeypatch: pytest.
     service.startService()
     try:
         table = service.map.writers[1]
-        service.receive(LOGIN % b"192.0.2.7", "127.0.0.1")
+        service.receive(LOGIN % b"192.0.2.7")
         reactor.advance(0)
         first = service.tracker.deadline("192.0.2.7")
         assert first is not None
         assert wait(lambda: db.rows.get("192.0.2.7", {}).get("expires_at") == first)
         reactor.advance(10)
-        service.receive(LOGIN % b"192.0.2.7", "127.0.0.1")
+        service.receive(LOGIN % b"192.0.2.7")
         reactor.advance(1)
         assert wait(lambda: db.rows["192.0.2.7"]["expires_at"] == first + 10)
         assert db.rows["192.0.2.7"]["source_host"] == "pop9"

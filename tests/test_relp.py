@@ -29,7 +29,7 @@ from pbsyslog.inputs.relp import (
     rsp,
 )
 from pbsyslog.outputs.berkeley import open_output
-from pbsyslog.service import build
+from pbsyslog.wiring import build
 
 OPEN_DATA = b"relp_version=0\nrelp_software=librelp,1.11.0,https://www.rsyslog.com\ncommands=syslog"
 LOGIN = (

@@ -126,12 +126,12 @@ LOGOUT = b"<22>Nov 29 14:30:00 vm dovecot: pop3(alice)<13339><%s>: Disconnected:
 def test_open_session_survives_restart_and_its_logout_still_shortens(tmp_path: Path) -> None:
     """A Dovecot session open across a restart keeps the IP authorised; its logout after the restart starts the grace."""
     service, reactor = start(tmp_path)  # grace 60, max_session 86400
-    service.receive(LOGIN % (b"192.0.2.40", b"Ks1"), "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.40", b"Ks1"))
     reactor.advance(0)
     service, reactor = restart(tmp_path, service, at=1000)
     assert service.tracker.open_sessions("192.0.2.40") == 1
     assert map_keys(tmp_path) == {"192.0.2.40"}
-    service.receive(LOGOUT % b"Ks1", "127.0.0.1")
+    service.receive(LOGOUT % b"Ks1")
     assert service.tracker.deadline("192.0.2.40") == 1060
     assert service.tracker.open_count == 0
     reactor.advance(60)
@@ -142,10 +142,10 @@ def test_open_session_survives_restart_and_its_logout_still_shortens(tmp_path: P
 def test_a_logout_that_moves_no_deadline_is_journalled_by_the_tick(tmp_path: Path) -> None:
     """One of two sessions closed: no commit is due, the next tick journals it, and a restart finds one session."""
     service, reactor = start(tmp_path)
-    service.receive(LOGIN % (b"192.0.2.41", b"Ka"), "127.0.0.1")
-    service.receive(LOGIN % (b"192.0.2.41", b"Kb"), "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.41", b"Ka"))
+    service.receive(LOGIN % (b"192.0.2.41", b"Kb"))
     reactor.advance(0)
-    service.receive(LOGOUT % b"Ka", "127.0.0.1")
+    service.receive(LOGOUT % b"Ka")
     reactor.advance(5)  # one expiry tick, no commit
     loaded = StateJournal(str(tmp_path / "map.state")).load(now=5)
     assert [key[-1] for key, _ in loaded.sessions["192.0.2.41"][1]] == ["Kb"]
@@ -157,12 +157,12 @@ def test_a_logout_that_moves_no_deadline_is_journalled_by_the_tick(tmp_path: Pat
 def test_sessions_survive_compaction_at_start(tmp_path: Path) -> None:
     """Two restarts in a row (each compacts the journal) still keep the session."""
     service, reactor = start(tmp_path)
-    service.receive(LOGIN % (b"192.0.2.42", b"Kc"), "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.42", b"Kc"))
     reactor.advance(0)
     service, reactor = restart(tmp_path, service, at=100)
     service, reactor = restart(tmp_path, service, at=200)
     assert service.tracker.open_sessions("192.0.2.42") == 1
-    service.receive(LOGOUT % b"Kc", "127.0.0.1")
+    service.receive(LOGOUT % b"Kc")
     assert service.tracker.deadline("192.0.2.42") == 260
     service.stopService()
 
@@ -170,9 +170,9 @@ def test_sessions_survive_compaction_at_start(tmp_path: Path) -> None:
 def test_offline_list_shows_open_sessions_and_add_keeps_them(tmp_path: Path) -> None:
     """With the service stopped, list reads session counts from the journal; add raises the floor and keeps them."""
     service, reactor = restart(tmp_path, _Stopped(), at=time.time())
-    service.receive(LOGIN % (b"192.0.2.43", b"Kd"), "127.0.0.1")
-    service.receive(LOGIN % (b"192.0.2.44", b"Ke"), "127.0.0.1")
-    service.receive(LOGOUT % b"Ke", "127.0.0.1")
+    service.receive(LOGIN % (b"192.0.2.43", b"Kd"))
+    service.receive(LOGIN % (b"192.0.2.44", b"Ke"))
+    service.receive(LOGOUT % b"Ke")
     reactor.advance(0)
     service.stopService()
     config = Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60})

@@ -54,3 +54,20 @@ class SenderFilter:
             return False
         address = unmapped(address)
         return any(address in network for network in self.networks)
+
+
+class ListenerTrust:
+    """One listener's trust settings (allow list, pinned hostnames), replaced in place on reload."""
+
+    def __init__(self, allow: Iterable[str], hostnames: Iterable[str]) -> None:
+        self.update(allow, hostnames)
+
+    def update(self, allow: Iterable[str], hostnames: Iterable[str]) -> None:
+        """Take the settings of the reloaded config."""
+        self._filter = SenderFilter(allow)
+        # The syslog HOSTNAMEs this listener accepts (lower case); None: any.
+        self.hostnames: frozenset[str] | None = frozenset(hostnames) or None
+
+    def allows(self, host: str) -> bool:
+        """Say whether a peer with address ``host`` may send to this listener."""
+        return self._filter.allows(host)

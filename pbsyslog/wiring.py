@@ -1,0 +1,134 @@
+"""Wiring: the service assembled from a config, and its sockets bound on a reactor.
+
+Contract: ``build(config, reactor)`` makes the pattern table, the pipeline
+and the service (nothing is bound until the service starts);
+``bind(service)`` is what the service calls at start-up to open every socket
+its config names: the syslog listeners (UDP, TCP, TLS, RELP), the
+socketmaps, the control socket and the metrics endpoint, in that order.
+Each listener gets its own counters and its own trust settings
+(``ListenerTrust``), which a reload replaces in place.  This module decides
+which socket serves what; what is done with a frame is the service's and
+the pipeline's business.
+
+How it fails: a port that cannot be bound raises out of ``bind`` (twistd
+then exits non-zero: a service that cannot listen must not pretend to run);
+the sockets already bound are the service's to close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from pbsyslog.addresses import bracketed
+from pbsyslog.config import Config, Listener, SocketmapListener
+from pbsyslog.control import Admin, ControlFactory
+from pbsyslog.inputs.listening import Listening, TransportCounters
+from pbsyslog.inputs.relp import listen_relp
+from pbsyslog.inputs.senders import ListenerTrust, SenderFilter
+from pbsyslog.inputs.stream import SyslogStreamFactory
+from pbsyslog.inputs.tls import server_options
+from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
+from pbsyslog.outputs.socketmap import SocketmapFactory
+from pbsyslog.patterns import load_table
+from pbsyslog.pipeline import Pipeline
+from pbsyslog.service import PbsyslogService, logged_never_list
+
+log = Logger(namespace="pbsyslog")
+
+
+@attrs.frozen
+class Bound:
+    """What ``bind`` opened: every port (to stop), and per syslog listener its trust and counters."""
+
+    ports: list[Any]
+    trust: list[ListenerTrust]  # one per syslog listener, in config order
+    counters: list[tuple[Listener, TransportCounters]]
+
+
+def build(
+    config: Config, reactor: Any, reload_config: Callable[[], Config] | None = None
+) -> PbsyslogService:
+    """Assemble the service for ``config`` on ``reactor`` (nothing is bound until it starts).
+
+    ``reload_config``, when given, is how SIGHUP gets a fresh config.
+    """
+    table = load_table(config.patterns, extra=config.extra_patterns)
+    pipeline = Pipeline.from_config(config, table, logged_never_list(config))
+    return PbsyslogService(config, reactor, pipeline, bind, reload_config)
+
+
+def bind(service: PbsyslogService) -> Bound:
+    """Open every socket ``service.config`` names; see the module header."""
+    config, reactor = service.config, service.reactor
+    ports: list[Any] = []
+    trust: list[ListenerTrust] = []
+    counters: list[tuple[Listener, TransportCounters]] = []
+    for listener in config.listen:
+        gate = ListenerTrust(listener.allow, listener.hostnames)
+        mine = TransportCounters()
+        ports.append(_listen(service, listener, gate, mine))
+        trust.append(gate)
+        counters.append((listener, mine))
+    for sm in config.socketmap:
+        ports.append(_listen_socketmap(service, sm))
+    ports.append(reactor.listenUNIX(
+        service.files.control, ControlFactory(Admin(service)), mode=0o600, wantPID=True))
+    if config.metrics is not None:
+        host, port = config.metrics
+        web = reactor.listenTCP(port, service.metrics.site(), interface=host)
+        ports.append(web)
+        bound = web.getHost()
+        log.info("metrics on http://{host}:{port}/metrics", host=bracketed(bound.host), port=bound.port)
+    return Bound(ports, trust, counters)
+
+
+def _listen(service: PbsyslogService, listener: Listener, gate: ListenerTrust, counters: TransportCounters) -> Any:
+    """Bind one syslog listener; its frames go to the service with the listener's pinned hostnames."""
+    reactor = service.reactor
+    ctx = Listening(
+        sink=lambda frame, peer: service.receive(frame, gate.hostnames),
+        # RELP acks each frame once it is handled: frame by frame.
+        sink_batch=(lambda frames: service.receive_batch(frames, gate.hostnames))
+        if listener.protocol != "relp" else None,
+        allowed=gate.allows,
+        refused=service.refused,
+        counters=counters,
+        limits=service.limits,
+        clock=reactor,
+        tls_peers=listener.tls_peers,
+    )
+    if listener.protocol == "udp":
+        port = listen_udp(reactor, listener.port, SyslogDatagramProtocol(ctx), listener.host, MAX_DATAGRAM)
+    elif listener.protocol == "tls":
+        options = server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+        port = reactor.listenSSL(listener.port, SyslogStreamFactory(ctx), options, interface=listener.host)
+    elif listener.protocol == "relp":
+        # Acks go out once receive() returned (the login is in the
+        # tracker); stopping this port sends serverclose and stops
+        # acking, and stopService stops ports before its last flush.
+        relp_tls = (server_options(listener.tls_cert, listener.tls_key, listener.tls_ca)
+                    if listener.tls_cert is not None else None)
+        port = listen_relp(reactor, listener.port, listener.host, ctx, relp_tls)
+    else:
+        port = reactor.listenTCP(listener.port, SyslogStreamFactory(ctx), interface=listener.host)
+    bound = port.getHost()
+    proto = listener.protocol + ("+tls" if listener.protocol == "relp" and listener.tls_cert else "")
+    log.info("listening on {proto} {host}:{port}", proto=proto, host=bracketed(bound.host), port=bound.port)
+    return port
+
+
+def _listen_socketmap(service: PbsyslogService, sm: SocketmapListener) -> Any:
+    """Bind one socketmap (UNIX or TCP), answered from the service's live state."""
+    factory = SocketmapFactory(service.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)
+    if sm.path is not None:
+        port = service.reactor.listenUNIX(sm.path, factory, mode=0o666, wantPID=False)
+        log.info("socketmap on unix {path}", path=sm.path)
+        return port
+    port = service.reactor.listenTCP(sm.port, factory, interface=sm.host)
+    bound = port.getHost()
+    log.info("socketmap on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
+    return port
