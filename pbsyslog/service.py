@@ -27,7 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pbsyslog.config import Config
-from pbsyslog.inputs.listening import Limits, TransportCounters
+from pbsyslog.inputs.listening import TransportCounters
 from pbsyslog.journal import SideFiles, StateJournal
 from pbsyslog.logs import Failing
 from pbsyslog.memo import remember
@@ -77,14 +77,6 @@ class PbsyslogService(Service):
         self.output_name = config.map_kind if not config.outputs else "all"
         self.metrics = Metrics()
         self.metrics.watch(self)
-        self.limits = Limits(
-            max_frame=config.max_frame,
-            max_connections=config.max_connections,
-            max_connections_per_peer=config.max_connections_per_peer,
-            idle_timeout=config.idle_timeout,
-            udp_rate=config.udp_rate,
-            udp_receive_buffer=config.udp_receive_buffer,
-        )
         self._full_warned = float("-inf")
         self._pending_adds: dict[str, float] = {}  # ip -> when its login arrived
         self._pending_state: set[str] = set()

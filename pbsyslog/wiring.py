@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from pbsyslog.addresses import bracketed
 from pbsyslog.config import Config, Listener, SocketmapListener
 from pbsyslog.control import Admin, ControlFactory
-from pbsyslog.inputs.listening import Listening, TransportCounters
+from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.relp import listen_relp
 from pbsyslog.inputs.senders import ListenerTrust, SenderFilter
 from pbsyslog.inputs.stream import SyslogStreamFactory
@@ -64,13 +64,21 @@ def build(
 def bind(service: PbsyslogService) -> Bound:
     """Open every socket ``service.config`` names; see the module header."""
     config, reactor = service.config, service.reactor
+    limits = Limits(
+        max_frame=config.max_frame,
+        max_connections=config.max_connections,
+        max_connections_per_peer=config.max_connections_per_peer,
+        idle_timeout=config.idle_timeout,
+        udp_rate=config.udp_rate,
+        udp_receive_buffer=config.udp_receive_buffer,
+    )
     ports: list[Any] = []
     trust: list[ListenerTrust] = []
     counters: list[tuple[Listener, TransportCounters]] = []
     for listener in config.listen:
         gate = ListenerTrust(listener.allow, listener.hostnames)
         mine = TransportCounters()
-        ports.append(_listen(service, listener, gate, mine))
+        ports.append(_listen(service, listener, gate, mine, limits))
         trust.append(gate)
         counters.append((listener, mine))
     for sm in config.socketmap:
@@ -86,7 +94,9 @@ def bind(service: PbsyslogService) -> Bound:
     return Bound(ports, trust, counters)
 
 
-def _listen(service: PbsyslogService, listener: Listener, gate: ListenerTrust, counters: TransportCounters) -> Any:
+def _listen(
+    service: PbsyslogService, listener: Listener, gate: ListenerTrust, counters: TransportCounters, limits: Limits
+) -> Any:
     """Bind one syslog listener; its frames go to the service with the listener's pinned hostnames."""
     reactor = service.reactor
     ctx = Listening(
@@ -97,7 +107,7 @@ def _listen(service: PbsyslogService, listener: Listener, gate: ListenerTrust, c
         allowed=gate.allows,
         refused=service.refused,
         counters=counters,
-        limits=service.limits,
+        limits=limits,
         clock=reactor,
         tls_peers=listener.tls_peers,
     )
