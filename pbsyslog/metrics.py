@@ -43,8 +43,8 @@ class Metrics:
     def site(self) -> Any:
         """A Twisted web site serving /metrics.
 
-        twisted.web is imported here, when metrics are asked for: it is
-        about 4 MB of the idle service's memory otherwise.
+        twisted.web is imported here, when metrics are asked for: otherwise
+        it is a noticeable share of the idle service's memory.
         """
         from prometheus_client.twisted import MetricsResource
         from twisted.web.resource import Resource

@@ -27,7 +27,7 @@ Speed (this runs once per received line, and ``pbsyslog check`` once per
 file line): the two header shapes rsyslog actually forwards,
 ``Mmm dd hh:mm:ss HOST TAG[PID]: MSG`` and the same with an RFC 3339 stamp,
 are read with str methods (``find``, slices, ``isprintable``) instead of the
-general header regex, which cost 1-1.5 us a line.  The fast path accepts only
+general header regex, which was the largest part of a line's cost.  The fast path accepts only
 headers for which it gives exactly what the regex gives; anything else
 (several spaces, no hostname, odd characters, no tag) takes the regex
 path, so nothing is loosened (``tests/test_bench.py`` checks the two paths
@@ -35,9 +35,9 @@ agree on generated headers).  The timestamp is parsed lazily, on first
 access, and a stamp's shape is checked once per distinct stamp (lines come
 in bursts that share their second).
 
-Why SyslogMessage is not ``@attrs.frozen``: a frozen attrs record costs
-about 1 us to build (every field set through ``object.__setattr__``),
-which was a quarter of the whole per-line cost.  It is a ``__slots__``
+Why SyslogMessage is not ``@attrs.frozen``: a frozen attrs record is slow
+to build (every field set through ``object.__setattr__``), a large share
+of the whole per-line cost.  It is a ``__slots__``
 class instead, with the same fields, constructor, equality, hash and repr;
 it is immutable by convention (nothing assigns to a message after
 ``parse`` returns it), not enforced, because enforcing it is exactly what

@@ -40,7 +40,7 @@ entries join them, and the lot is sorted once, so IPs leave in deadline
 order (a sort of 1,000 tuples costs half of pushing and popping them).
 Why not one heap of (deadline, ip) for everything: with 1M tracked IPs
 every pop walked twenty levels of tuples scattered over the
-memory, a cache miss each, and 1,000 pops took 10-25 ms; a bucket entry is
+memory, a cache miss each, which made a large expiry tick slow; a bucket entry is
 also one pointer instead of a 64-byte tuple.  Deletion is lazy: a moved
 deadline leaves its old entry behind (a refresh within the same second
 reuses it), entries whose IP no longer has that deadline are skipped, and

@@ -53,11 +53,10 @@ burst of more than one commit per second (the service coalesces to at most
 up to 3 s per second of burst, and the clock catches up once the burst is
 over; the readers only compare mtimes for inequality, so that is harmless.
 
-Why in place under flock, not an atomic rebuild + rename(): one commit of
-10 new keys took 0.54 ms in place vs 7.4 ms rebuilt at 1,000 entries, and
-3.1 ms in place vs 9.4 s rebuilt at 1,000,000 entries
-(``.venv/bin/python bench/map_strategy.py``).  A rebuild per commit cannot
-keep up with a login storm at scale, while in place the flock gives every
+Why in place under flock, not an atomic rebuild + rename(): a rebuild costs
+time in proportion to the whole map, an in-place commit in proportion to
+the batch (``bench/map_strategy.py`` measures both).  A rebuild per commit
+cannot keep up with a login storm at scale, while in place the flock gives every
 lookup a consistent view and the mtime rule makes every smtpd reopen.
 
 The file is created when the writer opens and is never deleted: an smtpd
@@ -212,8 +211,8 @@ class MapWriter:
         self._value = self._raw(flavour.default_value if value is None else value)
         self._db = db.DB()
         # Berkeley DB's default cache for a DB without an environment is
-        # 256 KiB: writing a map of 1M keys (40 MB) then spent most of its
-        # time moving pages in and out of it (10 s; 4.4 s with 32 MiB).  The
+        # 256 KiB: writing a large map then spends most of its time moving
+        # pages in and out of it (``bench/run.py``'s initial_map_write_s).  The
         # cache fills only as pages are touched (a small map stays small in
         # memory); postmap itself uses 16 MiB (berkeley_db_create_buffer_size).
         self._db.set_cachesize(0, _CACHE_BYTES, 1)
