@@ -59,6 +59,11 @@ class SideFiles:
         """The running service's control socket."""
         return self.dbfile + ".ctl"
 
+    @property
+    def old_control_lock(self) -> str:
+        """The PID lock (a symlink) earlier versions kept beside the control socket; never used now."""
+        return self.dbfile + ".ctl.lock"
+
 
 # An IP's open sessions as the tracker hands them over: (floor, [(key, [start, ...]), ...]).
 Sessions = tuple[float, list[tuple[Hashable, list[float]]]]

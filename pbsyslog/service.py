@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -58,6 +59,7 @@ class PbsyslogService(Service):
         self._reload_config = reload_config
         self._trust: list[Any] = []  # per syslog listener, its ListenerTrust (reload updates them)
         self._previous_hup: Any = None
+        self._stopping = False  # a SIGTERM is being handled
         self._lock_file: Any = None
         self.started_at: float | None = None
         self.reactor = reactor
@@ -120,8 +122,23 @@ class PbsyslogService(Service):
                        deadline_of=self.tracker.deadline, pattern_of=self.tracker.pattern, reactor=self.reactor)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # A second SIGTERM (make forwards the one a process group gets, then
+        # sends its own) must neither stop the reactor twice nor kill the
+        # process while it writes its last batch: from now on SIGTERM is
+        # ignored by the kernel (Python leaves SIG_IGN in place even while
+        # the interpreter shuts down, where it resets its own handlers).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self._stopping:
+            return
+        self._stopping = True
         log.info("received SIGTERM: writing the last batch and stopping")
-        self.reactor.callFromThread(self.reactor.stop)
+        self.reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self) -> None:
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:  # already stopping for another reason (twistd's own handler, an error)
+            pass
 
     def _lock(self) -> None:
         """Hold ``<dbfile>.lock`` while running: one service per map, and the offline CLI knows we are up."""

@@ -17,6 +17,8 @@ the sockets already bound are the service's to close.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -83,8 +85,15 @@ def bind(service: PbsyslogService) -> Bound:
         counters.append((listener, mine))
     for sm in config.socketmap:
         ports.append(_listen_socketmap(service, sm))
+    # The service holds the flock on its lock file (one service per map), so
+    # a control socket left by a crash is stale: remove it and bind anew.  No
+    # PID lock of Twisted's (wantPID): after a SIGKILL its PID may belong to
+    # a live process or a zombie, and the service would never start again.
+    for stale in (service.files.control, service.files.old_control_lock):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
     ports.append(reactor.listenUNIX(
-        service.files.control, ControlFactory(Admin(service)), mode=0o600, wantPID=True))
+        service.files.control, ControlFactory(Admin(service)), mode=0o600, wantPID=False))
     if config.metrics is not None:
         host, port = config.metrics
         web = reactor.listenTCP(port, service.metrics.site(), interface=host)
