@@ -50,8 +50,8 @@ COVERED = {
     'module(load="omrelp")': ("tests/integration/test_relp_rsyslog.py", 'module(load="omrelp")'),
     'mail.* action(type="omrelp" target="pbsyslog.example.org" port="2514"':
         ("tests/integration/test_relp_rsyslog.py", 'mail.* action(type="omrelp"'),
-    'template="RSYSLOG_TraditionalForwardFormat"':
-        ("tests/integration/test_relp_rsyslog.py", 'template="RSYSLOG_TraditionalForwardFormat"'),
+    'template="RSYSLOG_SyslogProtocol23Format"':
+        ("tests/integration/test_relp_rsyslog.py", 'template="RSYSLOG_SyslogProtocol23Format"'),
     'queue.type="LinkedList" action.resumeRetryCount="-1")':
         ("tests/integration/test_relp_rsyslog.py", 'queue.type="LinkedList"'),
 }

@@ -71,7 +71,7 @@ class RelpRsyslog(SocketRsyslog):
             # rsyslog's own messages (connection errors, suspensions), for failure reports.
             f'syslog.* action(type="omfile" file="{self.log_path}")\n'
             f'mail.* action(type="omrelp" name="to-pbsyslog" target="{LOOPBACK_V4}" port="{port}"\n'
-            f'    template="RSYSLOG_TraditionalForwardFormat" {tls_params}\n'
+            f'    template="RSYSLOG_SyslogProtocol23Format" {tls_params}\n'
             '    queue.type="LinkedList" queue.size="100000"\n'
             '    action.resumeRetryCount="-1" action.resumeInterval="1")\n',
         )
