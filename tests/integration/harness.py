@@ -597,11 +597,16 @@ class Postfix(Daemon):
 
     name = "postfix master"
 
-    def __init__(self, access_map: Path) -> None:
+    def __init__(self, access_map: Path | None, relay_restrictions: str | None = None) -> None:
+        """``relay_restrictions``: main.cf's value instead of the hash map check (``access_map`` may then be None)."""
         for program in (POSTFIX, POSTQUEUE, POSTFIX_MASTER):
             require_program(program, "postfix")
-        db_file = Path(str(access_map) + ".db")
-        if not db_file.is_file():
+        if relay_restrictions is None:
+            assert access_map is not None, "without relay_restrictions the hash map is the policy"
+            relay_restrictions = f"permit_mynetworks, check_client_access hash:{access_map}, reject_unauth_destination"
+        self.relay_restrictions = relay_restrictions
+        db_file = Path(str(access_map) + ".db") if access_map is not None else None
+        if db_file is not None and not db_file.is_file():
             pytest.fail(
                 f"{db_file} does not exist: start pbsyslog before Postfix (an smtpd that "
                 "opens a missing map answers 451 to every RCPT until it exits)",
@@ -637,8 +642,8 @@ class Postfix(Daemon):
         self.queue_dir.chmod(0o755)
         self.port = free_port(socket.SOCK_STREAM)
         values = {
-            "root": self.root, "log": self.log_path, "access_map": self.access_map,
-            "listen": f"{LOOPBACK_V4}:{self.port}",
+            "root": self.root, "log": self.log_path, "relay_restrictions": self.relay_restrictions,
+            "listen": f"{LOOPBACK_V4}:{self.port}", "local_domain": LOCAL_DOMAIN,
         }
         # Kept in memory too: stop() removes the directory, describe() may come after.
         self.main_cf = fill_template("postfix-main.cf.in", values)
@@ -895,6 +900,10 @@ def run_logger(*args: str) -> subprocess.CompletedProcess[str]:
     require_program(LOGGER, "bsdutils (util-linux logger)")
     return subprocess.run([LOGGER, *args], capture_output=True, text=True, timeout=30)
 
+
+# The one domain the test Postfix is the final destination for: mail to it
+# is inbound mail, never relaying (delivered to discard, and never sent anyway).
+LOCAL_DOMAIN = "local.pbsyslog-test.invalid"
 
 # What the SMTP probes say about themselves: .invalid names, never resolved.
 SMTP_HELO = "probe.pbsyslog-test.invalid"

@@ -249,13 +249,14 @@ def test_postfix_parses_the_snippet_cleanly(tmp_path: Path) -> None:
 
 
 def test_snippet_checks_the_map_in_relay_restrictions(tmp_path: Path) -> None:
-    """smtpd_relay_restrictions looks the client up in pbsyslog's map after mynetworks and before reject_unauth_destination."""
+    """smtpd_relay_restrictions looks the client up in pbsyslog's map after mynetworks and mail to own domains, before reject_unauth_destination."""
     result = postconf(snippet_dir(tmp_path), "-h", "smtpd_relay_restrictions")
     assert (result.returncode, result.stderr) == (0, ""), result
     items = [item.strip() for item in result.stdout.split(",")]
     check = f"check_client_access {MAP}"
     assert check in items, items
-    assert items.index("permit_mynetworks") < items.index(check) < items.index("reject_unauth_destination")
+    assert items.index("permit_mynetworks") < items.index("permit_auth_destination") < items.index(check) \
+        < items.index("reject_unauth_destination")
     assert items[-1] == "reject_unauth_destination", items
 
 

@@ -38,6 +38,8 @@ COVERED = {
     "systemctl daemon-reload && systemctl enable --now pbsyslog": ("tests/integration/test_systemd.py", "def test_unit_verifies_without_warnings"),
     "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated,":
         ("tests/integration/test_packaging.py", "def test_snippet_checks_the_map_in_relay_restrictions"),
+    "permit_auth_destination,":
+        ("tests/integration/test_packaging.py", "def test_snippet_checks_the_map_in_relay_restrictions"),
     "check_client_access hash:/var/lib/pbsyslog/pop-before-smtp,":
         ("tests/integration/test_packaging.py", "def test_snippet_checks_the_map_in_relay_restrictions"),
     "reject_unauth_destination": ("tests/integration/test_packaging.py", "def test_snippet_checks_the_map_in_relay_restrictions"),
