@@ -83,6 +83,22 @@ class SocketmapListener:
         return f"tcp {host}:{self.port}"
 
 
+@attrs.frozen
+class PolicyListener:
+    """Where pbsyslog answers Postfix's ``check_policy_service`` (policy delegation) from live state."""
+
+    host: str | None = None
+    port: int = 0
+    path: str | None = None  # a UNIX socket instead of host/port
+    allow: tuple[str, ...] = LOOPBACK
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return f"unix {self.path}"
+        host = bracketed(self.host) if self.host else self.host
+        return f"tcp {host}:{self.port}"
+
+
 # The map flavours pbsyslog can write (pbsyslog.outputs.berkeley.OUTPUT_KINDS; a test
 # keeps the two equal, and this module stays free of the Berkeley DB binding).
 MAP_KINDS = ("postfix-hash", "postfix-btree", "sendmail-access", "sendmail-popauth", "exim-dbm")
@@ -361,28 +377,36 @@ def _metrics(value: Any, key: str) -> tuple[str, int] | None:
 
 
 def _socketmap(item: Any, where: str) -> SocketmapListener:
+    place = _service_place(item, where, ("allow", "host", "names", "path", "port"))
+    names = tuple(_strings(item.get("names", []), f"{where}.names"))
+    return SocketmapListener(names=names, **place)
+
+
+def _policy(item: Any, where: str) -> PolicyListener:
+    return PolicyListener(**_service_place(item, where, ("allow", "host", "path", "port")))
+
+
+def _service_place(item: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """host/port (a loopback address by default) or path, and allow, of a [[socketmap]] or [[policy]] table."""
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: expected a table with host and port, or path")
-    known = ("allow", "host", "names", "path", "port")
     unknown = sorted(set(item) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(known)})")
-    names = tuple(_strings(item.get("names", []), f"{where}.names"))
     allow = _networks(item["allow"], f"{where}.allow") if "allow" in item else LOOPBACK
     if "path" in item:
         if "host" in item or "port" in item:
             raise ConfigError(f"{where}: give either path (UNIX socket) or host and port")
         if not isinstance(item["path"], str) or not item["path"].startswith("/"):
             raise ConfigError(f"{where}.path: expected an absolute path for the UNIX socket")
-        return SocketmapListener(path=item["path"], names=names, allow=allow)
+        return {"path": item["path"], "allow": allow}
     try:
         host = str(ipaddress.ip_address(item.get("host", "127.0.0.1")))
     except ValueError:
         raise ConfigError(f"{where}.host: expected an IPv4 or IPv6 address literal") from None
     if "port" not in item:
         raise ConfigError(f"{where}.port: missing")
-    return SocketmapListener(host=host, port=_int(item["port"], f"{where}.port", 0, 65535),
-                             names=names, allow=allow)
+    return {"host": host, "port": _int(item["port"], f"{where}.port", 0, 65535), "allow": allow}
 
 
 def _strings(value: Any, key: str) -> list[str]:
@@ -474,6 +498,9 @@ class Config:
         "bytes of kernel queue per UDP socket (33554432; 0: OS default)")
     socketmap: tuple[SocketmapListener, ...] = setting(
         (), partial(_tables, item=_socketmap), "``[[socketmap]]`` tables: host/port or path, names, allow")
+    policy: tuple[PolicyListener, ...] = setting(
+        (), partial(_tables, item=_policy),
+        "``[[policy]]`` tables: host/port or path, allow (Postfix ``check_policy_service``)")
     metrics: tuple[str, int] | None = setting(  # (host, port) of the Prometheus endpoint
         None, _metrics, '``"HOST:PORT"`` of the Prometheus endpoint, ``""`` for none', dump=_hostport_text)
     max_tracked: int = setting(
@@ -569,14 +596,15 @@ class Config:
         if self.metrics is not None and not ipaddress.ip_address(self.metrics[0]).is_loopback \
                 and not self.insecure_remote:
             raise ConfigError("metrics: serves on loopback only unless insecure_remote = true")
-        for sm in self.socketmap:
-            remote = sm.host is not None and not ipaddress.ip_address(sm.host).is_loopback
-            wide = [n for n in sm.allow if not is_loopback_only(parse_network(n))]
-            if (remote or wide) and not self.insecure_remote:
-                raise ConfigError(
-                    f"socketmap {sm}: answers only on loopback or a UNIX socket unless "
-                    "insecure_remote = true (it tells anyone who asks which clients may relay)"
-                )
+        for kind, places in (("socketmap", self.socketmap), ("policy", self.policy)):
+            for sm in places:
+                remote = sm.host is not None and not ipaddress.ip_address(sm.host).is_loopback
+                wide = [n for n in sm.allow if not is_loopback_only(parse_network(n))]
+                if (remote or wide) and not self.insecure_remote:
+                    raise ConfigError(
+                        f"{kind} {sm}: answers only on loopback or a UNIX socket unless "
+                        "insecure_remote = true (it tells anyone who asks which clients may relay)"
+                    )
         seen: set[tuple[str, str, int]] = set()
         for listener in self.listen:
             networks = [parse_network(n) for n in listener.allow]

@@ -252,12 +252,14 @@ class PbsyslogService(Service):
                 log.info("removed {ip} from map ({why})", ip=ip, why=why)
         return gone
 
+    def authorised(self, ip: str) -> bool:
+        """Say whether ``ip`` (normalised) may relay now: the policy service's answer."""
+        deadline = self.tracker.deadline(ip)
+        return deadline is not None and deadline > self.reactor.seconds()
+
     def lookup(self, key: str) -> str | None:
         """The socketmap answer for ``key``: the map value while it is authorised, else None."""
-        deadline = self.tracker.deadline(key)
-        if deadline is None or deadline <= self.reactor.seconds():
-            return None
-        return self.config.map_value
+        return self.config.map_value if self.authorised(key) else None
 
     def refused(self, peer: str) -> None:
         """Count a frame or connection from an untrusted peer; warn at most once a minute per peer."""

@@ -26,7 +26,7 @@ import attrs
 from twisted.logger import Logger
 
 from pbsyslog.addresses import bracketed
-from pbsyslog.config import Config, Listener, SocketmapListener
+from pbsyslog.config import Config, Listener, PolicyListener, SocketmapListener
 from pbsyslog.control import Admin, ControlFactory
 from pbsyslog.inputs.listening import Limits, Listening, TransportCounters
 from pbsyslog.inputs.relp import listen_relp
@@ -34,6 +34,7 @@ from pbsyslog.inputs.senders import ListenerTrust, SenderFilter
 from pbsyslog.inputs.stream import SyslogStreamFactory
 from pbsyslog.inputs.tls import server_options
 from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
+from pbsyslog.outputs.delegation import PolicyFactory
 from pbsyslog.outputs.socketmap import SocketmapFactory
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Pipeline
@@ -85,6 +86,8 @@ def bind(service: PbsyslogService) -> Bound:
         counters.append((listener, mine))
     for sm in config.socketmap:
         ports.append(_listen_socketmap(service, sm))
+    for place in config.policy:
+        ports.append(_listen_policy(service, place))
     # The service holds the flock on its lock file (one service per map), so
     # a control socket left by a crash is stale: remove it and bind anew.  No
     # PID lock of Twisted's (wantPID): after a SIGKILL its PID may belong to
@@ -150,4 +153,17 @@ def _listen_socketmap(service: PbsyslogService, sm: SocketmapListener) -> Any:
     port = service.reactor.listenTCP(sm.port, factory, interface=sm.host)
     bound = port.getHost()
     log.info("socketmap on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
+    return port
+
+
+def _listen_policy(service: PbsyslogService, place: PolicyListener) -> Any:
+    """Bind one policy service (UNIX or TCP), answered from the service's live state."""
+    factory = PolicyFactory(service.authorised, SenderFilter(place.allow).allows, service.config.max_connections)
+    if place.path is not None:
+        port = service.reactor.listenUNIX(place.path, factory, mode=0o666, wantPID=False)
+        log.info("policy service on unix {path}", path=place.path)
+        return port
+    port = service.reactor.listenTCP(place.port, factory, interface=place.host)
+    bound = port.getHost()
+    log.info("policy service on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
     return port
