@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from test_outputs import keys_of
 
-from pbsyslog import admin
+from pbsyslog.cli import admin
 from pbsyslog.config import Config
 from pbsyslog.outputs.berkeley import open_output
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from test_service import map_keys, restart, start
 
-from pbsyslog import admin
+from pbsyslog.cli import admin
 from pbsyslog.config import Config
 from pbsyslog.journal import StateJournal
 from pbsyslog.tracker import Tracker

@@ -1,67 +1,57 @@
-"""The ``pbsyslog`` command: ``check``, ``dumpconfig``, ``version``, and ``list/add/del/flush/status``.
+"""The ``pbsyslog`` command: its arguments, ``main()``, the helpers subcommands share, ``dumpconfig``, ``version``.
 
-What it does:
+What it does: parses the command line (``check``, ``replay``,
+``dumpconfig``, ``version``, ``list``, ``add``, ``del``, ``flush``,
+``status``) and runs one subcommand.  Here are the helpers every
+subcommand shares (``read_config``: the ``--config`` file, or
+``DEFAULT_CONFIG`` when it exists, or the built-in defaults;
+``pattern_table``: the table the service would build, ``--patterns``
+replacing the config's choice; ``CommandError`` and the exit statuses),
+and the two small subcommands:
 
-* ``check [--json] [--patterns NAMES] [--config FILE] FILE...`` runs plain
-  syslog files (or ``-``, stdin; ``*.gz`` is read through gzip) through the
-  very code the service uses, ``pbsyslog.syslog.parse`` then
-  ``PatternTable.match``, and prints every line a pattern matched: as
-  ``LINE<TAB>PATTERN<TAB>EVENT<TAB>IP<TAB>TEXT`` (``FILE:LINE`` with several
-  files), or with ``--json`` one object per line,
-  ``{"line", "pattern", "group", "event", "ip"}`` plus ``"file"`` with
-  several files.  A summary (lines, matches per event, unparsable lines,
-  lines/second) goes to stderr.  This is the administrator's pattern tester.
 * ``dumpconfig [--config FILE] [--dbfile PATH]`` prints the effective
   configuration as TOML that ``Config.from_mapping`` accepts again.
 * ``version`` prints the package version.
-* ``list``, ``add IP [--grace S]``, ``del IP``, ``flush``, ``status``: see
-  ``pbsyslog/admin.py`` (control socket while the service runs, the state
-  files under the service's lock while it is stopped).
 
-File lines are handed to ``parse`` as they are, without a synthetic PRI:
-``parse`` reads PRI-less RFC 3164 lines (classic ``Mmm dd hh:mm:ss`` and
-rsyslog's RFC 3339 stamps) with the same header rule as wire frames, and a
-``<22>`` in front would only change facility and severity, which matching
-never looks at.  Left as they are, lines of a file written with a PRI
-template still parse, and a line that starts with a broken ``<PRI>`` is
-counted as unparsable, as the service would count that frame.  ``now`` is
-not passed: the service does not pass it either, and timestamps play no
-part in matching.
+The others live beside it and are imported only when run: ``check`` and
+``replay`` in ``pbsyslog.cli.check`` (syslog files through the service's
+parser, pattern table and pipeline), ``list``, ``add IP [--grace S]``,
+``del IP``, ``flush`` and ``status`` in ``pbsyslog.cli.admin`` (through
+the control socket while the service runs, on the state files under the
+service's lock while it is stopped).
 
-What it must not do: match differently from the service (no pre-filtering
-of lines, no regexes of its own), write any map or state file, or need
-root: ``check`` and ``dumpconfig`` only read.
+What it must not do: import Twisted, the Berkeley DB bindings or a
+subcommand's module before that subcommand runs (``check``, and ``replay``
+without ``--write-map``, load no Twisted module at all), write any map or
+state file itself, or need root: ``check``, ``replay`` and ``dumpconfig``
+only read (``replay --write-map`` writes only the map it names).
 
 How it fails: exit status 2, with one message on stderr naming the
-problem, for a usage error, a config file that cannot be read or is
-invalid, an unknown pattern name, or an input file that cannot be read; 0
-otherwise.  Whether lines matched does not change the status.  When no
-``--config`` is given, ``DEFAULT_CONFIG`` is read if it exists and the
-built-in defaults are used if it does not.
+problem (``pbsyslog COMMAND: ...``), for a usage error or a
+``CommandError`` a subcommand raises: a config file that cannot be read or
+is invalid, an unknown pattern name, an input file that cannot be read, an
+admin request the service or the files refuse.  ``status`` with the
+service stopped is exit status 3; a closed stdout (``| head``) is 1 and
+Ctrl-C 130; 0 otherwise.  Whether lines matched does not change the
+status.  When no ``--config`` is given, ``DEFAULT_CONFIG`` is read if it
+exists and the built-in defaults are used if it does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import gzip
-import json
 import math
 import os
 import re
 import sys
-import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import ExitStack
-from typing import IO, Any, TextIO, cast
-
-import attrs
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pbsyslog import __version__
 from pbsyslog.config import Config, ConfigError, load
-from pbsyslog.patterns import KINDS, PatternError, PatternTable, load_table
-from pbsyslog.syslog import MalformedMessage, parse
+from pbsyslog.patterns import PatternError, PatternTable, load_table
 
 DEFAULT_CONFIG = "/etc/pbsyslog/pbsyslog.toml"
 
@@ -169,103 +159,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The subcommands that live in their own modules, imported only when run:
+# ``pbsyslog check`` must not load the admin client, nor ``list`` the pipeline.
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``pbsyslog check``: see ``pbsyslog.cli.check``."""
+    from pbsyslog.cli.check import check
+
+    return check(args)
+
+
 def _replay(args: argparse.Namespace) -> int:
-    """``pbsyslog replay``: the tracker's state after feeding the files at their own times."""
-    from pbsyslog.pipeline import Pipeline
-    from pbsyslog.policy import never_list
-    from pbsyslog.syslog import MalformedMessage, parse
+    """``pbsyslog replay``: see ``pbsyslog.cli.check``."""
+    from pbsyslog.cli.check import replay
 
-    config = _config(args.config)
-    table = _table(config, args.patterns)
-    pipeline = Pipeline.from_config(config, table, never_list(config)[0])
-    now = None
-    with ExitStack() as stack:
-        inputs = [(name, _open(name, stack)) for name in args.files]
-        for name, stream in inputs:
-            # Classic stamps carry no year: take it from the file's own date.
-            reference = datetime.datetime.fromtimestamp(
-                os.fstat(stream.fileno()).st_mtime if name != "-" else time.time(), datetime.UTC)
-            for raw in stream:
-                line = raw.rstrip(b"\r\n")
-                try:
-                    stamp = parse(line, now=reference).timestamp
-                except MalformedMessage:
-                    stamp = None
-                if stamp is not None:
-                    if stamp.tzinfo is None:
-                        stamp = stamp.replace(tzinfo=datetime.UTC)
-                    now = max(now or 0.0, stamp.timestamp())
-                if now is not None:
-                    pipeline.feed(line, now)
-                    pipeline.tracker.expire(now)
-    at = now if now is not None else time.time()
-    entries = sorted(pipeline.tracker.entries().items())
-    if args.write_map:
-        if os.path.abspath(args.write_map) == os.path.abspath(config.dbfile):
-            raise CommandError("--write-map names the service's own map; replay never writes it")
-        from pbsyslog.outputs.berkeley import open_output
-
-        writer = open_output(config.map_kind, args.write_map, config.map_value)
-        try:
-            writer.replace_all(ip for ip, _ in entries)
-        finally:
-            writer.close()
-    result = [{"ip": ip, "pattern": pattern, "seconds_left": round(deadline - at, 1)}
-              for ip, (deadline, pattern) in entries]
-    if args.json:
-        print(json.dumps({"at": at, "authorised": result}, indent=2))
-    else:
-        for e in result:
-            print(f"{e['ip']}\t{e['pattern'] or '-'}\t{e['seconds_left']:.0f}")
-    c = pipeline.counters
-    print(f"pbsyslog replay: {c.frames} lines, {c.logins} logins, {c.refused} ignored, "
-          f"{len(result)} authorised at the end", file=sys.stderr)
-    return EXIT_OK
+    return replay(args)
 
 
 def _admin(args: argparse.Namespace) -> int:
-    """list / add / del / flush / status."""
-    from pbsyslog.admin import AdminError, NotRunning, request
+    """``pbsyslog list/add/del/flush/status``: see ``pbsyslog.cli.admin``."""
+    from pbsyslog.cli.admin import run
 
-    config = _config(args.config)
-    if args.dbfile:
-        try:
-            config = config.override(dbfile=args.dbfile)
-        except ConfigError as e:
-            raise CommandError(str(e)) from None
-    message: dict[str, Any] = {"cmd": args.command}
-    if args.command in ("add", "del"):
-        message["ip"] = args.ip
-    if args.command == "add" and args.grace is not None:
-        if args.grace <= 0:
-            raise CommandError("--grace must be positive")
-        message["grace"] = args.grace
-    try:
-        reply = request(config, message)
-    except NotRunning as e:
-        print(f"pbsyslog status: {e}", file=sys.stderr)
-        return 3
-    except AdminError as e:
-        raise CommandError(str(e)) from None
-    if getattr(args, "json", False):
-        reply.pop("ok", None)
-        print(json.dumps(reply, indent=2))
-    elif args.command == "list":
-        print("IP\tPATTERN\tSECONDS_LEFT\tOPEN_SESSIONS")
-        for entry in reply["entries"]:
-            sessions = entry.get("open_sessions", "-")
-            print(f"{entry['ip']}\t{entry['pattern'] or '-'}\t{entry['seconds_left']:.0f}\t{sessions}")
-    elif args.command == "status":
-        for key, value in reply.items():
-            if key != "ok":
-                print(f"{key}: {json.dumps(value)}")
-    elif args.command == "add":
-        print(f"added {reply['ip']}")
-    elif args.command == "del":
-        print("removed" if reply["removed"] else "not authorised")
-    elif args.command == "flush":
-        print(f"removed {reply['removed']}")
-    return 0
+    return run(args)
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -277,7 +193,7 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(path: str | None) -> Config:
+def read_config(path: str | None) -> Config:
     """The config from ``path``, or from DEFAULT_CONFIG when it exists, or the defaults."""
     if path is None:
         if not os.path.exists(DEFAULT_CONFIG):
@@ -289,7 +205,7 @@ def _config(path: str | None) -> Config:
         raise CommandError(str(e)) from None
 
 
-def _table(config: Config, names: str | None) -> PatternTable:
+def pattern_table(config: Config, names: str | None) -> PatternTable:
     """The pattern table the service would build, with --patterns replacing the config's choice."""
     enabled: Sequence[str] | str = config.patterns
     if names is not None:
@@ -303,127 +219,17 @@ def _table(config: Config, names: str | None) -> PatternTable:
         raise CommandError(str(e)) from None
 
 
-# --- check ----------------------------------------------------------------
-
-
-@attrs.define
-class Tally:
-    """What ``check`` has seen, over all files."""
-
-    lines: int = 0
-    unparsable: int = 0
-    events: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(KINDS, 0))
-
-    def summary(self, seconds: float) -> str:
-        """One line for stderr."""
-        matched = sum(self.events.values())
-        kinds = ", ".join(f"{kind} {count}" for kind, count in self.events.items())
-        rate = self.lines / seconds if seconds > 0 else math.inf
-        return (
-            f"pbsyslog check: {self.lines} lines, {matched} matched ({kinds}), "
-            f"{self.unparsable} unparsable; {seconds:.2f} s, {rate:,.0f} lines/s"
-        )
-
-
-def _check(args: argparse.Namespace) -> int:
-    """``pbsyslog check``: print the matched lines of every file, then a summary."""
-    table = _table(_config(args.config), args.patterns)
-    group_of = {p.name: p.group for p in table.patterns}
-    out = sys.stdout
-    tally = Tally()
-    started = time.perf_counter()
-    with ExitStack() as stack:
-        # Open every file first, so that a bad name is reported before any output.
-        inputs = [(name, _open(name, stack)) for name in args.files]
-        label = len(inputs) > 1
-        for name, stream in inputs:
-            try:
-                _check_stream(stream, table, tally, out, args.json, group_of, name if label else None)
-            except BrokenPipeError:
-                raise  # our stdout, not the input: main() handles it
-            except OSError as e:  # a read error part-way through an input
-                raise CommandError(f"{name}: {e.strerror or e}") from None
-    out.flush()
-    print(tally.summary(time.perf_counter() - started), file=sys.stderr)
-    return EXIT_OK
-
-
-def _open(name: str, stack: ExitStack) -> IO[bytes]:
-    """Open one input file in binary (``-``: stdin, ``*.gz``: gunzipped)."""
-    if name == "-":
-        return sys.stdin.buffer
-    try:
-        if name.endswith(".gz"):
-            gz = stack.enter_context(gzip.GzipFile(name, "rb"))
-            gz.peek(1)  # a non-gzip file fails here, not mid-output
-            return cast(IO[bytes], gz)
-        return stack.enter_context(open(name, "rb"))
-    except OSError as e:  # gzip.BadGzipFile is an OSError too
-        raise CommandError(f"cannot read {name}: {e.strerror or e}") from None
-
-
-def _check_stream(
-    stream: Iterable[bytes],
-    table: PatternTable,
-    tally: Tally,
-    out: TextIO,
-    as_json: bool,
-    group_of: Mapping[str, str],
-    label: str | None,
-) -> None:
-    """Match every line of one stream and write the matches to ``out``."""
-    # The hot loop: per line, exactly parse() + match() as in the service,
-    # and nothing else for lines that do not match (all names are locals).
-    # A line whose header names a program no entry handles is dropped by
-    # ``ignores`` first (one regex on the undecoded header, no objects): the
-    # same answer match(parse(line)) gives, for a third of the cost.
-    match = table.match
-    ignores = table.ignores
-    write = out.write
-    events = tally.events
-    number = 0
-    unparsable = 0
-    for number, raw in enumerate(stream, 1):
-        if ignores(raw):
-            continue
-        try:
-            message = parse(raw)
-        except MalformedMessage:
-            unparsable += 1
-            continue
-        event = match(message)
-        if event is None:
-            continue
-        events[event.kind] += 1
-        if as_json:
-            record: dict[str, Any] = {}
-            if label is not None:
-                record["file"] = label
-            record["line"] = number
-            record["pattern"] = event.pattern
-            record["group"] = group_of[event.pattern]
-            record["event"] = event.kind
-            record["ip"] = event.ip
-            write(json.dumps(record) + "\n")
-        else:
-            text = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-            where = f"{label}:{number}" if label is not None else str(number)
-            write(f"{where}\t{event.pattern}\t{event.kind}\t{event.ip}\t{text}\n")
-    tally.lines += number
-    tally.unparsable += unparsable
-
-
 # --- dumpconfig -----------------------------------------------------------
 
 
 def _dumpconfig(args: argparse.Namespace) -> int:
     """``pbsyslog dumpconfig``: print the effective config as TOML."""
-    config = _config(args.config)
+    config = read_config(args.config)
     try:
         config = config.override(dbfile=args.dbfile)
     except ConfigError as e:
         raise CommandError(str(e)) from None
-    _table(config, None)  # a config whose patterns do not load is not effective
+    pattern_table(config, None)  # a config whose patterns do not load is not effective
     text = dump_config(config)
     sys.stdout.write(text)
     return EXIT_OK

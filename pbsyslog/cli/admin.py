@@ -1,28 +1,41 @@
-"""Administrator's commands on authorisations: ``list``, ``add``, ``del``, ``flush``, ``status``.
+"""``pbsyslog list/add/del/flush/status``: the client side of the administrator's commands on authorisations.
 
-Contract: with the service running, every command goes through its control
-socket (``<dbfile>.ctl``), so the service's tracker, journal and map stay
+What it does: ``run`` turns the command line into one request, ``request``
+carries it out, and ``run`` prints the reply (``list`` as
+``IP<TAB>PATTERN<TAB>SECONDS_LEFT<TAB>OPEN_SESSIONS`` rows, ``status`` as
+``key: value`` lines, ``--json`` as the reply itself).  With the service
+running, every request goes through its control socket (``<dbfile>.ctl``,
+see ``pbsyslog.control``), so the service's tracker, journal and map stay
 consistent.  With the service stopped (no socket answers and the service's
 lock ``<dbfile>.lock`` is free), ``list/add/del/flush`` work on the state
-journal and the map directly, holding that lock, so a service starting
-meanwhile waits for nothing and finds consistent files.
+journal and the file maps directly, holding that lock, so a service
+starting meanwhile waits for nothing and finds consistent files.
+
+What it must not do: change anything behind a running service's back (a
+held lock with no answering socket is an error, not a reason to write the
+files), write a PostgreSQL output (its rows carry deadlines only the
+service computes; it resyncs the table at start-up), or need a reactor: it
+is a plain blocking client of the socket, or of the files.
 
 How it fails: ``AdminError`` with a message saying what is wrong (service
-running but its socket unreachable, a bad IP, a refused request); the
-command line turns it into exit status 2.  ``status`` with the service
-stopped is exit status 3.
+running but its socket unreachable, a bad IP, a refused request, a map
+that cannot be written); the command line turns it into exit status 2.
+``status`` with the service stopped (``NotRunning``) is exit status 3.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any
 
-from pbsyslog.config import Config
+from pbsyslog.cli import CommandError, read_config
+from pbsyslog.config import Config, ConfigError
 from pbsyslog.journal import SideFiles, StateJournal
 
 
@@ -32,6 +45,49 @@ class AdminError(RuntimeError):
 
 class NotRunning(AdminError):
     """The service is not running (for ``status``)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """list / add / del / flush / status."""
+    config = read_config(args.config)
+    if args.dbfile:
+        try:
+            config = config.override(dbfile=args.dbfile)
+        except ConfigError as e:
+            raise CommandError(str(e)) from None
+    message: dict[str, Any] = {"cmd": args.command}
+    if args.command in ("add", "del"):
+        message["ip"] = args.ip
+    if args.command == "add" and args.grace is not None:
+        if args.grace <= 0:
+            raise CommandError("--grace must be positive")
+        message["grace"] = args.grace
+    try:
+        reply = request(config, message)
+    except NotRunning as e:
+        print(f"pbsyslog status: {e}", file=sys.stderr)
+        return 3
+    except AdminError as e:
+        raise CommandError(str(e)) from None
+    if getattr(args, "json", False):
+        reply.pop("ok", None)
+        print(json.dumps(reply, indent=2))
+    elif args.command == "list":
+        print("IP\tPATTERN\tSECONDS_LEFT\tOPEN_SESSIONS")
+        for entry in reply["entries"]:
+            sessions = entry.get("open_sessions", "-")
+            print(f"{entry['ip']}\t{entry['pattern'] or '-'}\t{entry['seconds_left']:.0f}\t{sessions}")
+    elif args.command == "status":
+        for key, value in reply.items():
+            if key != "ok":
+                print(f"{key}: {json.dumps(value)}")
+    elif args.command == "add":
+        print(f"added {reply['ip']}")
+    elif args.command == "del":
+        print("removed" if reply["removed"] else "not authorised")
+    elif args.command == "flush":
+        print(f"removed {reply['removed']}")
+    return 0
 
 
 def request(config: Config, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
