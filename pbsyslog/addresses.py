@@ -34,3 +34,17 @@ def unmapped_network(network: Network) -> Network:
 def bracketed(host: str) -> str:
     """``host`` as it is written before ``:port``: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host
+
+
+def stands_for_others(ip: str) -> bool:
+    """Say whether Postfix would also match ``ip`` as a key for other clients (its parent-network lookups).
+
+    ``check_client_access`` with an access map (hash, btree, lmdb, cdb, SQL)
+    looks the client address up, then the text cut at its last ``.`` (IPv4)
+    or ``:`` (IPv6), again and again.  An IPv6 key such as ``2001:db8::5`` is
+    therefore also found for ``2001:db8::5:1``; a key of eight groups, or one
+    ending in ``::``, is the prefix of no other address's text, and IPv4
+    addresses of four octets never are.  ``ip`` is in canonical (compressed)
+    form, as the tracker holds it.
+    """
+    return ":" in ip and "::" in ip and not ip.endswith("::")

@@ -309,6 +309,15 @@ def _listener(item: Any, where: str) -> Listener:
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
 
 
+IPV6_FILE_MAPS = ("exact-only", "allow-parent-match")
+
+
+def _ipv6_file_maps(value: Any, key: str) -> str:
+    if value not in IPV6_FILE_MAPS:
+        raise ConfigError(f"{key}: expected one of {', '.join(IPV6_FILE_MAPS)}, got {value!r}")
+    return str(value)
+
+
 def _kind(value: Any, key: str) -> str:
     if value not in MAP_KINDS:
         raise ConfigError(f"{key}: expected one of {', '.join(MAP_KINDS)}, got {value!r}")
@@ -501,6 +510,13 @@ class Config:
     policy: tuple[PolicyListener, ...] = setting(
         (), partial(_tables, item=_policy),
         "``[[policy]]`` tables: host/port or path, allow (Postfix ``check_policy_service``)")
+    # Postfix's access maps also match a key as a parent network: the IPv6
+    # key 2001:db8::5 would authorise 2001:db8::5:1 too.  "exact-only" keeps
+    # such keys out of the file and SQL maps (socketmap and policy answer
+    # for them); "allow-parent-match" writes them anyway.
+    ipv6_file_maps: str = setting(
+        "exact-only", _ipv6_file_maps,
+        "``exact-only``: no IPv6 key in a file/SQL map that Postfix would match for other clients")
     metrics: tuple[str, int] | None = setting(  # (host, port) of the Prometheus endpoint
         None, _metrics, '``"HOST:PORT"`` of the Prometheus endpoint, ``""`` for none', dump=_hostport_text)
     max_tracked: int = setting(

@@ -97,6 +97,7 @@ class PbsyslogService(Service):
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
         self.map = self._open_outputs()
+        self._announce_exactness(self.map)
         added, stale = self.map.replace_all(self.tracker.ips())
         for ip in sorted(stale):
             log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
@@ -118,8 +119,20 @@ class PbsyslogService(Service):
 
     def _open_outputs(self) -> Outputs:
         """Open every output; a pgsql one reads deadlines and patterns from the tracker."""
-        return Outputs(self.config.all_outputs(), self.reactor.seconds(),
-                       deadline_of=self.tracker.deadline, pattern_of=self.tracker.pattern, reactor=self.reactor)
+        outputs = Outputs(self.config.all_outputs(), self.reactor.seconds(),
+                          deadline_of=self.tracker.deadline, pattern_of=self.tracker.pattern, reactor=self.reactor,
+                          ipv6_parent_match=self.config.ipv6_file_maps == "allow-parent-match")
+        return outputs
+
+    def _announce_exactness(self, outputs: Outputs) -> None:
+        """Say at start-up which outputs keep IPv6 keys that would stand for other clients out."""
+        matching = [name for name, writer in zip(outputs.names, outputs.writers, strict=True) if writer.parent_match]
+        if matching and not outputs.ipv6_parent_match:
+            exact = (["socketmap"] if self.config.socketmap else []) + (["policy"] if self.config.policy else [])
+            log.info("IPv6 addresses that Postfix would also match for other clients (those with '::') are not "
+                     "written to {names}; {exact} (ipv6_file_maps = \"exact-only\")", names=", ".join(matching),
+                     exact=f"{' and '.join(exact)} answer for them" if exact
+                     else "no exact output ([[policy]], [[socketmap]]) answers for them")
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         # A second SIGTERM (make forwards the one a process group gets, then

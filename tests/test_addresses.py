@@ -56,3 +56,13 @@ def test_side_files() -> None:
     assert (files.journal, files.lock, files.control) == (
         "/var/lib/pbsyslog/pop-before-smtp.state", "/var/lib/pbsyslog/pop-before-smtp.lock",
         "/var/lib/pbsyslog/pop-before-smtp.ctl")
+
+
+def test_stands_for_others() -> None:
+    """An IPv6 text with an inner '::' is the prefix of other addresses' texts; eight groups, a trailing '::' and IPv4 are not."""
+    from pbsyslog.addresses import stands_for_others
+
+    assert stands_for_others("2001:db8::5") and stands_for_others("2001:db8:1:2::5") and stands_for_others("::1")
+    assert not stands_for_others("2001:db8:1:2:3:4:5:6")
+    assert not stands_for_others("2001:db8::")
+    assert not stands_for_others("192.0.2.5")

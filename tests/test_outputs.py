@@ -33,6 +33,7 @@ def test_service_writes_every_output(tmp_path: Path) -> None:
             {"kind": "sendmail-access", "path": str(tmp_path / "access")},
             {"kind": "exim-dbm", "path": str(tmp_path / "exim"), "value": "yes"},
         ],
+        "ipv6_file_maps": "allow-parent-match",  # 2001:db8::5 would also stand for 2001:db8::5:X
     })
     reactor = Reactor()
     service = build(config, reactor)
@@ -102,3 +103,27 @@ def test_every_output_kind_is_a_map_output(tmp_path: Path) -> None:
         writer.close()
     table = PgsqlWriter("dbname=x", "pop_before_smtp", "pop1", lambda ip: None, lambda ip: None, start=False)
     assert isinstance(table, MapOutput) and table.self_healing is True
+
+
+def test_ipv6_keys_that_stand_for_others_stay_out_of_parent_matching_maps(tmp_path: Path) -> None:
+    """By default 2001:db8::5 is authorised (tracker, socketmap) but written only where no parent lookup happens."""
+    config = Config.from_mapping({
+        "dbfile": str(tmp_path / "map"), "grace": 60, "expire_interval": 5, "mynetworks": "none",
+        "output": [
+            {"kind": "sendmail-access", "path": str(tmp_path / "access")},
+            {"kind": "exim-dbm", "path": str(tmp_path / "exim")},
+        ],
+    })
+    reactor = Reactor()
+    service = build(config, reactor)
+    service.startService()
+    for ip in (b"2001:db8::5", b"2001:db8:1:2:3:4:5:6", b"2001:db8::", b"192.0.2.5"):
+        service.receive(LOGIN % ip)
+    reactor.advance(0)
+    assert service.authorised("2001:db8::5") and service.lookup("2001:db8::5") == "OK"
+    safe = {"2001:db8:1:2:3:4:5:6", "2001:db8::", "192.0.2.5"}
+    assert keys_of("postfix-hash", tmp_path / "map") == safe
+    assert keys_of("sendmail-access", tmp_path / "access") == safe
+    assert keys_of("exim-dbm", tmp_path / "exim") == safe | {"2001:db8::5"}
+    assert service.map is not None and service.map.withheld == 1
+    service.stopService()

@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from twisted.logger import Logger
 
+from pbsyslog.addresses import stands_for_others
 from pbsyslog.config import PGSQL_KIND, OutputSpec
 from pbsyslog.outputs.berkeley import DBError, open_output, output_filename
 
@@ -42,6 +43,9 @@ class MapOutput(Protocol):
 
     # True: never raises, outlives ``Outputs.reopen`` (it heals itself) and is written first.
     self_healing: bool
+    # True: its reader also takes a key as a parent network of other clients
+    # (Postfix access maps); see ``Outputs``'s ipv6 argument.
+    parent_match: bool
 
     def apply(self, add: Iterable[str] = ..., remove: Iterable[str] = ...) -> None:
         """Commit one batch of additions and removals."""
@@ -74,8 +78,14 @@ class Outputs:
         pattern_of: Callable[[str], str | None] | None = None,
         reactor: Any = None,
         pgsql_connect: Callable[[str], Any] | None = None,
+        ipv6_parent_match: bool = False,
     ) -> None:
         self.specs = tuple(specs)
+        # False (ipv6_file_maps = "exact-only"): an IPv6 key that its reader
+        # would also take for other clients is never written to an output
+        # that does parent-network lookups (see addresses.stands_for_others).
+        self.ipv6_parent_match = ipv6_parent_match
+        self.withheld = 0  # additions kept out of some output for that reason
         self.writers: list[MapOutput] = []
         # Per output (metrics): batches written, and batches that failed.
         self.names = [output_name(spec) for spec in self.specs]
@@ -102,12 +112,26 @@ class Outputs:
         pairs = list(zip(self.names, self.writers, strict=True))
         return sorted(pairs, key=lambda pair: not pair[1].self_healing)  # stable: config order within each
 
+    def _exact(self, writer: MapOutput, keys: list[str]) -> list[str]:
+        """``keys`` less those ``writer``'s reader would also take for other clients (unless allowed)."""
+        if self.ipv6_parent_match or not writer.parent_match:
+            return keys
+        return [key for key in keys if not stands_for_others(key)]
+
     def apply(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
         """Write one batch to every output, counting writes and failures per output."""
         add, remove = list(add), list(remove)
+        withheld = sorted({key for key in add if stands_for_others(key)}) if not self.ipv6_parent_match else []
+        for ip in withheld:
+            names = [n for n, w in zip(self.names, self.writers, strict=True) if w.parent_match]
+            if names:
+                self.withheld += 1
+                log.warn("{ip} is authorised but not written to {names}: Postfix would also match that key "
+                         "for other clients (parent networks; ipv6_file_maps = \"exact-only\")",
+                         ip=ip, names=", ".join(names))
         for name, writer in self._ordered():
             try:
-                writer.apply(add=add, remove=remove)
+                writer.apply(add=self._exact(writer, add), remove=remove)
             except Exception:
                 self.errors[name] += 1
                 raise
@@ -118,15 +142,15 @@ class Outputs:
         if self._kept:
             ips = list(ips)
             for kept in self._kept.values():
-                kept.refresh(ips)
+                kept.refresh(self._exact(kept, ips))
 
     def replace_all(self, keys: Iterable[str]) -> tuple[set[str], set[str]]:
         """Make every output hold exactly ``keys``; return what the primary gained and lost."""
-        wanted = set(keys)
+        wanted = list(set(keys))
         for kept in self._kept.values():
-            kept.replace_all(wanted)
+            kept.replace_all(self._exact(kept, wanted))
         files = self._files()
-        changes = [writer.replace_all(wanted) for writer in files]
+        changes = [writer.replace_all(self._exact(writer, wanted)) for writer in files]
         # The caller logs the primary's changes address by address; an
         # output that had drifted from it (an offline change, a file
         # restored by hand) is said here, once per output.

@@ -160,6 +160,9 @@ class Flavour:
     tag: str = ""  # prefix of every key the forms produce (stripped by keys())
     fold_case: bool = False  # store keys lower-cased (Sendmail)
     key_to_ip: Callable[[str], str] = str  # a stored key (tag removed) back to an address text
+    # The MTA also takes a key as a parent network of other clients (Postfix's
+    # access maps, Sendmail's access map): see addresses.stands_for_others.
+    parent_match: bool = True
 
 
 FLAVOURS: dict[str, Flavour] = {
@@ -177,7 +180,9 @@ FLAVOURS: dict[str, Flavour] = {
             forms=_sendmail_forms(""), fold_case=True,
             key_to_ip=lambda k: k.removeprefix("ipv6:"),
         ),
-        Flavour("exim-dbm", "", db.DB_HASH, True, "OK", forms=_exim_forms, key_to_ip=_exim_key_to_ip),
+        # Exim looks $sender_host_address up as it is: exact.
+        Flavour("exim-dbm", "", db.DB_HASH, True, "OK", forms=_exim_forms, key_to_ip=_exim_key_to_ip,
+                parent_match=False),
     )
 }
 
@@ -205,6 +210,7 @@ class MapWriter:
 
     def __init__(self, path: str, value: str | None, flavour: Flavour) -> None:
         self.kind = flavour.name
+        self.parent_match = flavour.parent_match
         self.path = path
         self.filename = path + flavour.suffix
         self._flavour = flavour

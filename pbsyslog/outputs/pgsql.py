@@ -172,6 +172,8 @@ class PgsqlWriter:
 
     # Never raises (it queues for its worker), and heals itself: kept as it is when the files are reopened.
     self_healing = True
+    # Postfix's pgsql: lookups for check_client_access include parent networks.
+    parent_match = True
 
     def abandon(self) -> None:
         """Nothing to drop: the worker keeps its own connection."""

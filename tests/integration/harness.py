@@ -934,6 +934,33 @@ def smtp_rcpt(
     return code, text.decode("utf-8", "replace")
 
 
+def smtp_rcpt_as(port: int, client: str, recipient: str = "someone@example.net", timeout: float = 10.0) -> tuple[int, str]:
+    """One SMTP session in which smtpd takes ``client`` as the client address (XCLIENT from 127.0.0.1), up to RCPT.
+
+    The test Postfix lets 127.0.0.1 use XCLIENT (smtpd_authorized_xclient_hosts);
+    ``client`` may be any IPv4 or IPv6 address: no packet ever goes to it.
+    Returns RCPT's (code, text); nothing is queued (RSET, QUIT).
+    """
+    client_smtp = smtplib.SMTP(local_hostname=SMTP_HELO, timeout=timeout, source_address=(LOOPBACK_V4, 0))
+    try:
+        client_smtp.connect(LOOPBACK_V4, port)
+        code, text = client_smtp.ehlo()
+        assert code == 250 and b"XCLIENT" in text, f"EHLO answered {code} {text!r} (no XCLIENT)"
+        addr = f"IPV6:{client}" if ":" in client else client
+        code, text = client_smtp.docmd("XCLIENT", f"ADDR={addr} NAME=[UNAVAILABLE]")
+        assert code == 220, f"XCLIENT ADDR={addr} answered {code} {text!r}"
+        code, text = client_smtp.ehlo()
+        assert code == 250, f"EHLO after XCLIENT answered {code} {text!r}"
+        code, text = client_smtp.mail(SMTP_SENDER)
+        assert code == 250, f"MAIL FROM as {client} answered {code} {text!r}"
+        code, text = client_smtp.rcpt(recipient)
+        client_smtp.rset()
+        client_smtp.quit()
+    finally:
+        client_smtp.close()
+    return code, text.decode("utf-8", "replace")
+
+
 # The types of the conftest.py factory fixtures, for annotating tests.
 PbsyslogFactory = Callable[..., PbsyslogService]
 RsyslogFactory = Callable[..., Rsyslog]
