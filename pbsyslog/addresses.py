@@ -31,6 +31,15 @@ def unmapped_network(network: Network) -> Network:
     return network
 
 
+def address_order(ip: str) -> tuple[int, int, str]:
+    """A sort key that orders address texts as addresses: IPv4 before IPv6, numerically (not as strings)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (7, 0, ip)  # not an address (a hand-edited journal): last, as text
+    return (address.version, int(address), ip)
+
+
 def bracketed(host: str) -> str:
     """``host`` as it is written before ``:port``: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host else host

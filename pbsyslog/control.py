@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
+from pbsyslog.addresses import address_order
 from pbsyslog.patterns import normalise_ip
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class Admin:
         return [
             {"ip": ip, "pattern": pattern, "seconds_left": round(deadline - now, 1),
              "open_sessions": tracker.open_sessions(ip, now)}
-            for ip, (deadline, pattern) in sorted(tracker.entries().items())
+            for ip, (deadline, pattern) in sorted(tracker.entries().items(), key=lambda item: address_order(item[0]))
         ]
 
     def add(self, text: str, grace: float | None) -> str:

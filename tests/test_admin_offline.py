@@ -63,3 +63,20 @@ def test_unreadable_output_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "access.db").write_bytes(b"not a database" * 100)
     with pytest.raises(admin.AdminError, match="sendmail-access map .*access"):
         admin.request(config(tmp_path), {"cmd": "add", "ip": IP})
+
+
+def test_list_orders_by_address_or_deadline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pbsyslog list` orders addresses numerically, IPv4 before IPv6; --sort deadline by seconds left."""
+    from pbsyslog.cli import main
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'mynetworks = "none"\ndbfile = "{tmp_path}/map"\n')
+    for ip, grace in (("10.77.0.10", 300), ("2001:db8::1", 100), ("10.77.0.2", 200), ("9.1.1.1", 400)):
+        assert main(["add", "--config", str(conf), "--grace", str(grace), ip]) == 0
+    capsys.readouterr()
+    assert main(["list", "--config", str(conf)]) == 0
+    rows = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == ["9.1.1.1", "10.77.0.2", "10.77.0.10", "2001:db8::1"]
+    assert main(["list", "--config", str(conf), "--sort", "deadline"]) == 0
+    rows = [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == ["2001:db8::1", "10.77.0.2", "10.77.0.10", "9.1.1.1"]

@@ -40,3 +40,15 @@ def test_overlong_line_closes_connection(tmp_path: Path) -> None:
     proto.dataReceived(b"x" * 70_000)
     assert transport.disconnecting
     service.stopService()
+
+
+def test_list_is_in_address_order(tmp_path: Path) -> None:
+    """The running service lists addresses numerically, IPv4 before IPv6 (10.77.0.2 before 10.77.0.10)."""
+    service, reactor = start(tmp_path)
+    proto, transport = ControlProtocol(Admin(service)), StringTransport()
+    proto.makeConnection(transport)
+    for ip in ("2001:db8::1", "10.77.0.10", "10.77.0.2"):
+        assert ask(proto, transport, b'{"cmd": "add", "ip": "%s"}' % ip.encode())["ok"] is True
+    listed = [e["ip"] for e in ask(proto, transport, b'{"cmd": "list"}')["entries"]]
+    assert listed == ["10.77.0.2", "10.77.0.10", "2001:db8::1"]
+    service.stopService()

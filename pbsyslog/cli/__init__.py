@@ -153,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="seconds to authorise for (default: the configured grace)")
         if name in ("list", "status"):
             sub.add_argument("--json", action="store_true", help="print JSON")
+        if name == "list":
+            sub.add_argument("--sort", choices=("address", "deadline"), default="address",
+                             help="order: by address (IPv4 first, numerically; the default) or by seconds left")
         _add_config_option(sub)
         sub.add_argument("--dbfile", metavar="PATH", help="map path without .db (overrides the config)")
         sub.set_defaults(run=_admin)

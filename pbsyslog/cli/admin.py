@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any
 
+from pbsyslog.addresses import address_order
 from pbsyslog.cli import CommandError, read_config
 from pbsyslog.config import Config, ConfigError
 from pbsyslog.journal import SideFiles, StateJournal
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         return 3
     except AdminError as e:
         raise CommandError(str(e)) from None
+    if args.command == "list":
+        if args.sort == "deadline":
+            reply["entries"].sort(key=lambda e: (e["seconds_left"], address_order(e["ip"])))
+        else:
+            reply["entries"].sort(key=lambda e: address_order(e["ip"]))
     if getattr(args, "json", False):
         reply.pop("ok", None)
         print(json.dumps(reply, indent=2))
@@ -142,7 +148,7 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
             return {"ok": True, "entries": [
                 {"ip": ip, "pattern": loaded.patterns.get(ip, ""), "seconds_left": round(d - now, 1),
                  "open_sessions": _open_sessions(loaded, ip, now - config.max_session)}
-                for ip, d in sorted(loaded.deadlines.items())
+                for ip, d in sorted(loaded.deadlines.items(), key=lambda item: address_order(item[0]))
             ]}
         if cmd == "add":
             ip = normalise_ip(str(message["ip"]))
