@@ -214,14 +214,14 @@ _FAST_3164 = re.compile(
 
 
 # The header of _FAST_3164 on the undecoded bytes, without the MSG group: for
-# ``peek``.  Every character class is an explicit ASCII range, and a byte of
+# a hot loop that drops lines on their header (``PatternTable.ignores``).
+# Every character class is an explicit ASCII range, and a byte of
 # 0x80 or more (or the U+FFFD it decodes to) is in none of them, so on any
 # frame this matches exactly when _FAST_3164 matches the decoded text, at the
 # same offsets, with the same HOST and TAG, and MSG starts where it ends (the
 # trailing ``(.*)`` of _FAST_3164 always matches, so it never changes which
 # header is found; the bytes ``parse`` strips first, CR LF NUL, are in no
-# class either).  Public, with FAST_PRI_HEADER, for a hot loop that inlines
-# ``peek`` (``PatternTable.ignores``): call ``peek`` anywhere else.
+# class either).  tests/test_bench.py checks this against ``parse``.
 FAST_HEADER = re.compile(
     rb"""
     (?:
@@ -233,34 +233,9 @@ FAST_HEADER = re.compile(
     """,
     re.VERBOSE,
 )
-# The PRIs ``parse`` reads with one dict lookup, as bytes.
-CANONICAL_PRIS = frozenset(pri.encode() for pri in _PRIS)
 # A canonical PRI (exactly the keys of _PRIS: <0> to <191>, no leading
 # zero) followed by FAST_HEADER, in one match: the hot loop's common case.
 FAST_PRI_HEADER = re.compile(rb"<(?:[0-9]|[1-9][0-9]|1[0-8][0-9]|19[01])>" + FAST_HEADER.pattern, re.VERBOSE)
-
-
-def peek(frame: bytes) -> tuple[bytes, bytes, int] | None:
-    """(HOST, TAG, where MSG starts) as ``parse`` would give them, without decoding or building anything.
-
-    HOST and TAG are ASCII bytes; MSG is ``frame[offset:]`` less the CR LF
-    NUL bytes ``parse`` strips from the end, decoded.  Answers only for
-    frames that take ``parse``'s fast path (the shape rsyslog forwards, with
-    a canonical PRI or none); for every other frame, including those
-    ``parse`` rejects, it says None: call ``parse``.  It lets a caller drop
-    a line nobody cares about for the price of one header regex.  Never
-    raises.
-    """
-    pos = 0
-    if frame.startswith(b"<"):
-        pos = frame.find(b">", 1, 5) + 1
-        if frame[:pos] not in CANONICAL_PRIS:  # pos 0: b"" is not in it either
-            return None
-    m = FAST_HEADER.match(frame, pos)
-    if m is None:
-        return None
-    host, tag = m.groups()
-    return host, tag, m.end()
 
 
 def parse(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:

@@ -19,10 +19,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbsyslog.syslog import _FAST_3164, parse, parse_reference, peek
+from pbsyslog.syslog import _FAST_3164, FAST_HEADER, FAST_PRI_HEADER, parse, parse_reference
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOW = datetime.datetime(2026, 1, 15, 12, 0, 0)
+
+
+def peek(frame: bytes) -> tuple[bytes, bytes, int] | None:
+    """(HOST, TAG, where MSG starts) as ``PatternTable.ignores`` reads a header: FAST_PRI_HEADER, or FAST_HEADER without a PRI.
+
+    The reference the tests below hold against ``parse``: an answer here
+    must be what ``parse`` gives, and no answer for a frame ``parse`` refuses.
+    """
+    m = FAST_PRI_HEADER.match(frame) if frame.startswith(b"<") else FAST_HEADER.match(frame)
+    if m is None:
+        return None
+    host, tag = m.groups()
+    return host, tag, m.end()
 
 
 @pytest.mark.integration  # starts the service and a compiled sender (gcc) in processes of their own

@@ -86,7 +86,7 @@ class PatternTable:
     # entry closes: a login opens a session only when a logout can close it.
     by_name: Mapping[str, Pattern] = attrs.field(init=False, repr=False)
     closable: frozenset[tuple[str, str]] = attrs.field(init=False, repr=False)
-    # TAG bytes (as syslog.peek gives them) -> what ``ignores`` needs to
+    # TAG bytes (as syslog.FAST_HEADER reads them) -> what ``ignores`` needs to
     # know of that program's route: False (no entry handles it), None (some
     # do, and MSG may start with anything) or the gate as UTF-8 bytes.
     _tag_gates: dict[bytes, tuple[bytes, ...] | bool | None] = attrs.field(init=False, repr=False, factory=dict)
@@ -158,8 +158,8 @@ class PatternTable:
     def ignores(self, frame: bytes) -> bool:
         """Say whether ``frame`` certainly gives no event, without decoding or parsing it.
 
-        True when its header (read as ``syslog.peek`` reads it, inlined
-        here: this runs once per line of ``pbsyslog check``) names a program
+        True when its header (read with ``syslog.FAST_PRI_HEADER`` or
+        ``FAST_HEADER``: this runs once per line of ``pbsyslog check``) names a program
         that no entry handles, or whose MSG starts with none of the literal
         starts of that program's entries: ``classify(parse(frame))`` would
         give None.  False means nothing: parse it and classify it.  Never
