@@ -714,15 +714,15 @@ def bench_storm(quick: bool) -> None:
         # Not started (no listeners on a fake reactor): just the map, as startService opens it.
         from pbsyslog.outputs import Outputs
 
-        service.map = Outputs(config.all_outputs(), reactor.seconds())
+        service.outputs = Outputs(config.all_outputs(), reactor.seconds())
         commits: list[float] = []
-        real_apply = service.map.apply
+        real_apply = service.outputs.apply
 
         def counting_apply(add: Any = (), remove: Any = ()) -> None:
             commits.append(reactor.seconds())
             real_apply(add=add, remove=remove)
 
-        service.map.apply = counting_apply  # type: ignore[method-assign]
+        service.outputs.apply = counting_apply  # type: ignore[method-assign]
         logins = 1000
         step = 1.0 / logins
         added_at: dict[str, float] = {}
@@ -735,7 +735,7 @@ def bench_storm(quick: bool) -> None:
             reactor.advance(0.1)
         latest = max(commits) - max(added_at.values()) if commits else float("nan")
         service.flush()
-        service.map.close()
+        service.outputs.close()
         service.journal.close()
         emit("storm_map_commits", len(commits), "commits", "target", 5, "commits",
              logins=logins, over_s=1.0, last_login_to_commit_s=round(latest, 3),

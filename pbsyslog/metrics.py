@@ -105,7 +105,7 @@ class _ServiceCollector:
         writes = CounterMetricFamily("pbsyslog_map_writes", "Batches written, per output.", labels=["output"])
         errors = CounterMetricFamily("pbsyslog_map_write_errors", "Batches that failed, per output.",
                                      labels=["output"])
-        outputs = service.map
+        outputs = service.outputs
         if outputs is not None:
             for name in outputs.names:
                 writes.add_metric([name], outputs.writes[name])

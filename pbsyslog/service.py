@@ -65,7 +65,7 @@ class PbsyslogService(Service):
         self.reactor = reactor
         self.pipeline = pipeline
         self.tracker = pipeline.tracker
-        self.map: Outputs | None = None
+        self.outputs: Outputs | None = None
         self.files = SideFiles(config.dbfile)
         self.map_file = output_filename(config.map_kind, config.dbfile)  # the primary map's file, for messages
         self.journal = StateJournal(self.files.journal)
@@ -96,9 +96,9 @@ class PbsyslogService(Service):
         self._restore_state()
         # Open (create) the map before any port is bound: an smtpd that finds
         # no map file answers 451 until it exits.
-        self.map = self._open_outputs()
-        self._announce_exactness(self.map)
-        added, stale = self.map.replace_all(self.tracker.ips())
+        self.outputs = self._open_outputs()
+        self._announce_exactness(self.outputs)
+        added, stale = self.outputs.replace_all(self.tracker.ips())
         for ip in sorted(stale):
             log.info("removed {ip} from map (not authorised at start-up)", ip=ip)
         for ip in sorted(added):
@@ -198,9 +198,9 @@ class PbsyslogService(Service):
             self._flush_call.cancel()
         self.flush()
         self.journal.close()
-        if self.map is not None:
-            self.map.close()
-            self.map = None
+        if self.outputs is not None:
+            self.outputs.close()
+            self.outputs = None
         if self._lock_file is not None:
             self._lock_file.close()  # releases the flock
             self._lock_file = None
@@ -345,10 +345,10 @@ class PbsyslogService(Service):
             if deadline is not None:
                 entries[ip] = (deadline, tracker.pattern(ip) or "")
         self._journal(entries)
-        if self.map is not None:
-            self.map.refresh(entries)  # a pgsql table keeps deadlines: extended or shortened ones too
+        if self.outputs is not None:
+            self.outputs.refresh(entries)  # a pgsql table keeps deadlines: extended or shortened ones too
         adds = {ip: arrived for ip, arrived in adds.items() if ip in tracker}
-        if not adds or self.map is None:
+        if not adds or self.outputs is None:
             return
         if not self._commit(add=adds):
             return
@@ -395,8 +395,8 @@ class PbsyslogService(Service):
         """One map commit, timed and counted; on failure, log and mark the map for healing."""
         started = time.perf_counter()
         try:
-            assert self.map is not None, "a commit before start-up"
-            self.map.apply(add=add, remove=remove)
+            assert self.outputs is not None, "a commit before start-up"
+            self.outputs.apply(add=add, remove=remove)
         except Exception:
             self._dirty = True
             self.map_errors += 1
@@ -411,17 +411,17 @@ class PbsyslogService(Service):
         """Expire what is due, heal the map after a failed write, compact the journal; never raises."""
         try:
             removed = self.tracker.expire(self.reactor.seconds())
-            if self.map is None and not self._dirty:
+            if self.outputs is None and not self._dirty:
                 return
             if self._dirty:
                 # Reopen from the file: after a failed write the old handle's
                 # cache holds pages the file never got, and would report
                 # them as present.
-                if self.map is None:
-                    self.map = self._open_outputs()
+                if self.outputs is None:
+                    self.outputs = self._open_outputs()
                 else:
-                    self.map.reopen(self.reactor.seconds())
-                added, gone = self.map.replace_all(self.tracker.ips())
+                    self.outputs.reopen(self.reactor.seconds())
+                added, gone = self.outputs.replace_all(self.tracker.ips())
                 self._dirty = False
                 self._works("map", "map rebuilt from memory ({n} authorised): writes to {path} work again",
                             path=self.map_file, n=len(self.tracker))

@@ -125,5 +125,5 @@ def test_ipv6_keys_that_stand_for_others_stay_out_of_parent_matching_maps(tmp_pa
     assert keys_of("postfix-hash", tmp_path / "map") == safe
     assert keys_of("sendmail-access", tmp_path / "access") == safe
     assert keys_of("exim-dbm", tmp_path / "exim") == safe | {"2001:db8::5"}
-    assert service.map is not None and service.map.withheld == 1
+    assert service.outputs is not None and service.outputs.withheld == 1
     service.stopService()

@@ -463,7 +463,7 @@ def test_service_writes_logins_to_the_table(tmp_path: Path, monkeypatch: pytest.
     service = build(config, reactor)
     service.startService()
     try:
-        table = service.map.writers[1]
+        table = service.outputs.writers[1]
         service.receive(LOGIN % b"192.0.2.7")
         reactor.advance(0)
         first = service.tracker.deadline("192.0.2.7")

@@ -98,8 +98,8 @@ def test_changes_of_one_turn_are_one_commit(tmp_path: Path) -> None:
     """Logins received in one reactor turn are written with a single map commit."""
     service, reactor = start(tmp_path)
     commits = []
-    original = service.map.apply
-    service.map.apply = lambda **kw: (commits.append(kw), original(**kw))[1]
+    original = service.outputs.apply
+    service.outputs.apply = lambda **kw: (commits.append(kw), original(**kw))[1]
     for i in range(20):
         service.receive(LOGIN % b"192.0.2.%d" % i)
     reactor.advance(0)
@@ -148,7 +148,7 @@ def test_stale_entries_removed_at_start(tmp_path: Path) -> None:
 def test_failed_write_is_healed_on_next_tick(tmp_path: Path) -> None:
     """When a commit raises, the next expiry tick rebuilds the map from the tracker."""
     service, reactor = start(tmp_path)
-    original = service.map.apply
+    original = service.outputs.apply
     calls = []
 
     def broken(**kw: Any) -> None:
@@ -157,7 +157,7 @@ def test_failed_write_is_healed_on_next_tick(tmp_path: Path) -> None:
             raise OSError("disk full")
         original(**kw)
 
-    service.map.apply = broken
+    service.outputs.apply = broken
     service.receive(LOGIN % b"192.0.2.20")
     reactor.advance(0)
     assert map_keys(tmp_path) == set()
@@ -212,8 +212,8 @@ def test_burst_is_coalesced_by_commit_interval(tmp_path: Path) -> None:
     """Logins spread over one second cost one commit per commit_interval, each within it of arrival."""
     service, reactor = start(tmp_path, commit_interval=0.25)
     commits: list[float] = []
-    original = service.map.apply
-    service.map.apply = lambda **kw: (commits.append(reactor.seconds()), original(**kw))[1]
+    original = service.outputs.apply
+    service.outputs.apply = lambda **kw: (commits.append(reactor.seconds()), original(**kw))[1]
     for i in range(100):
         service.receive(LOGIN % b"192.0.2.%d" % i)
         reactor.advance(0.01)

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from pbsyslog.memo import remember
 from pbsyslog.patterns.entries import check_unique, parse_entry, shorten
 from pbsyslog.patterns.model import (
     CACHED_LINE,
@@ -185,18 +186,14 @@ class PatternTable:
         """What ``ignores`` keeps for a TAG (see ``_tag_gates``), remembered for up to _MAX_ROUTES TAGs."""
         route = self._route(tag.decode("ascii", "replace"))
         tag_gate = False if route is None else byte_gate(route[0])
-        if len(self._tag_gates) < _MAX_ROUTES:
-            self._tag_gates[tag] = tag_gate
-        return tag_gate
+        return remember(self._tag_gates, tag, tag_gate, _MAX_ROUTES)
 
     def _route(self, program: str | None) -> _Route | None:
         """Find (and remember, up to _MAX_ROUTES programs) the route for a program."""
         route = self._dispatch.get(program)  # type: ignore[arg-type]
         if route is None:
             route = self._by_basename(program)
-        if len(self._routes) < _MAX_ROUTES:
-            self._routes[program] = route
-        return route
+        return remember(self._routes, program, route, _MAX_ROUTES)
 
     def _rules_for(self, program: str | None) -> tuple[_Rule, ...]:
         """The rules that lines of ``program`` go through (the same routing as ``match``)."""
