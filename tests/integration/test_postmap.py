@@ -87,15 +87,22 @@ def test_ipv4_login_is_added_then_expires(service: PbsyslogService) -> None:
 
 
 def test_ipv6_login_is_added_then_expires(service: PbsyslogService) -> None:
-    """A login from 2001:db8::10 is found by postmap -q at once and disappears after the grace."""
-    assert_added_then_expired(service, dovecot_login("2001:db8::10"), "2001:db8::10")
+    """A login from 2001:db8:1:2:3:4:5:10 is found by postmap -q at once and disappears after the grace."""
+    assert_added_then_expired(service, dovecot_login("2001:db8:1:2:3:4:5:10"), "2001:db8:1:2:3:4:5:10")
+
+
+def test_ipv6_key_that_stands_for_others_is_not_written(service: PbsyslogService) -> None:
+    """A login from 2001:db8::10 (Postfix would also match that key for 2001:db8::10:X) stays out of the hash map, with a warning."""
+    service.send_udp(dovecot_login("2001:db8::10"))
+    assert service.wait_for_output("2001:db8::10 is authorised but not written to postfix-hash:", 2), service.describe()
+    assert postmap_q("2001:db8::10", service.dbfile) == (1, "")
 
 
 @pytest.mark.parametrize(
     ("written", "key"),
     [
-        ("2001:0db8:0000:0000:0000:0000:0000:0011", "2001:db8::11"),
-        ("2001:DB8::12", "2001:db8::12"),
+        ("2001:0db8:0001:0002:0003:0004:0000:0000", "2001:db8:1:2:3:4::"),
+        ("2001:DB8:1:2:3:4:5:12", "2001:db8:1:2:3:4:5:12"),
     ],
 )
 def test_ipv6_key_is_compressed_lowercase(service: PbsyslogService, written: str, key: str) -> None:
