@@ -31,8 +31,10 @@ import attrs
 from pbsyslog.addresses import bracketed
 from pbsyslog.inputs.senders import LOOPBACK, is_loopback_only, parse_network
 
-PROTOCOLS = ("udp", "tcp", "tls", "relp")
+PROTOCOLS = ("udp", "tcp", "tls", "relp", "unix")
 _LISTENER_KEYS = ("allow", "host", "hostnames", "port", "protocol", "tls_ca", "tls_cert", "tls_key", "tls_peers")
+# A "unix" listener: a datagram socket whose senders the kernel names (uid).
+_UNIX_LISTENER_KEYS = ("hostnames", "path", "protocol", "uids")
 
 _D = TypeVar("_D")
 _T = TypeVar("_T")
@@ -60,10 +62,22 @@ class Listener:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_peers: tuple[str, ...] = ()
+    # protocol "unix" only: the socket's path, and the user ids whose
+    # datagrams it takes (the kernel's SCM_CREDENTIALS, not anything the
+    # sender wrote); host and port are unused.
+    path: str | None = None
+    uids: tuple[int, ...] = ()
 
     def __str__(self) -> str:
+        if self.path is not None:
+            return f"{self.protocol} {self.path}"
         host = bracketed(self.host)
         return f"{self.protocol} {host}:{self.port}"
+
+    @property
+    def binding(self) -> tuple[str, str, int, str | None]:
+        """Where it listens: a reload can change its trust settings, never this."""
+        return self.protocol, self.host, self.port, self.path
 
 
 @attrs.frozen
@@ -141,7 +155,11 @@ def to_toml_value(value: Any) -> Any:
         # it has by default: some may only be given in some cases (TLS
         # settings on a TLS listener), and None cannot be written at all.
         plain = {}
+        # A "unix" listener is written with its own keys only (no host, port or allow).
+        only = _UNIX_LISTENER_KEYS if isinstance(value, Listener) and value.protocol == "unix" else None
         for field in attrs.fields(type(value)):
+            if only is not None and field.name not in only:
+                continue
             item = getattr(value, field.name)
             if item is None or (field.default is not attrs.NOTHING and item == field.default):
                 continue
@@ -273,6 +291,8 @@ def _tables(value: Any, key: str, item: Callable[[Any, str], _R]) -> tuple[_R, .
 def _listener(item: Any, where: str) -> Listener:
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: expected a table with protocol, host, port")
+    if item.get("protocol") == "unix":
+        return _unix_listener(item, where)
     unknown = sorted(set(item) - set(_LISTENER_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(_LISTENER_KEYS)})")
@@ -307,6 +327,22 @@ def _listener(item: Any, where: str) -> Listener:
             raise ConfigError(f"{where}.tls_peers: only a listener with protocol = \"tls\" or \"relp\" takes it")
         tls["tls_peers"] = tuple(_strings(item["tls_peers"], f"{where}.tls_peers"))
     return Listener(protocol, str(address), port, allow, hostnames, **tls)
+
+
+def _unix_listener(item: Mapping[str, Any], where: str) -> Listener:
+    unknown = sorted(set(item) - set(_UNIX_LISTENER_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} for protocol \"unix\" "
+                          f"(known: {', '.join(_UNIX_LISTENER_KEYS)})")
+    path = item.get("path")
+    if not isinstance(path, str) or not path or path.endswith("/"):
+        raise ConfigError(f"{where}.path: expected the path of the UNIX socket to create")
+    uids = item.get("uids", [0])
+    if not isinstance(uids, list) or not uids or not all(
+            isinstance(u, int) and not isinstance(u, bool) and 0 <= u < 2**32 - 1 for u in uids):
+        raise ConfigError(f"{where}.uids: expected a non-empty list of user ids (numbers, e.g. [0] for root)")
+    hostnames = tuple(h.lower() for h in _strings(item.get("hostnames", []), f"{where}.hostnames"))
+    return Listener("unix", "", 0, (), hostnames, path=path, uids=tuple(sorted(set(uids))))
 
 
 IPV6_FILE_MAPS = ("exact-only", "allow-parent-match")
@@ -494,7 +530,7 @@ class Config:
         65536, partial(_int, low=480, high=16 * 1024 * 1024), "longest frame accepted (65536)")
     listen: tuple[Listener, ...] = setting(
         DEFAULT_LISTENERS, partial(_tables, item=_listener),
-        "``[[listen]]`` tables: protocol (udp, tcp, tls, relp), host, port, allow, hostnames, tls_*")
+        "``[[listen]]`` tables: protocol (udp, tcp, tls, relp, unix), host, port, allow, hostnames, tls_*; path, uids")
     max_connections: int = setting(
         256, partial(_int, low=0, high=1_000_000), "TCP connections per listener (256)")
     max_connections_per_peer: int = setting(
@@ -621,8 +657,13 @@ class Config:
                         f"{kind} {sm}: answers only on loopback or a UNIX socket unless "
                         "insecure_remote = true (it tells anyone who asks which clients may relay)"
                     )
-        seen: set[tuple[str, str, int]] = set()
+        seen: set[tuple[str, str, int, str | None]] = set()
         for listener in self.listen:
+            if listener.protocol == "unix":
+                if listener.binding in seen:
+                    raise ConfigError(f"listen: {listener} is given twice")
+                seen.add(listener.binding)
+                continue
             networks = [parse_network(n) for n in listener.allow]
             world = [str(n) for n in networks if n.prefixlen == 0]
             if world and not self.insecure_remote:
@@ -639,10 +680,9 @@ class Config:
                     "server. Forward over TLS with client certificates instead, or set "
                     "insecure_remote = true if the network path is trusted."
                 )
-            key = (listener.protocol, listener.host, listener.port)
-            if key in seen and listener.port != 0:
+            if listener.binding in seen and listener.port != 0:
                 raise ConfigError(f"listen: {listener} is given twice")
-            seen.add(key)
+            seen.add(listener.binding)
         return self
 
 

@@ -219,8 +219,8 @@ class PbsyslogService(Service):
         except Exception as e:
             log.error("reload refused, the running configuration stays: {error}", error=e)
             return
-        bindings = [(x.protocol, x.host, x.port) for x in self.config.listen]
-        if bindings != [(x.protocol, x.host, x.port) for x in new.listen]:
+        bindings = [x.binding for x in self.config.listen]
+        if bindings != [x.binding for x in new.listen]:
             log.warn("reload: listeners differ from the running ones; restart to rebind them "
                      "(their trust settings were not changed)")
         else:
@@ -233,7 +233,7 @@ class PbsyslogService(Service):
             self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
             authorise_loopback=new.authorise_loopback, authorise_link_local=new.authorise_link_local,
             mynetworks=new.mynetworks, never=new.never, grace=new.grace,
-            listen=new.listen if bindings == [(x.protocol, x.host, x.port) for x in new.listen] else self.config.listen,
+            listen=new.listen if bindings == [x.binding for x in new.listen] else self.config.listen,
         )
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",
                  n=len(table.names), grace=new.grace, ips=len(self.tracker))

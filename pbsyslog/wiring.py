@@ -34,6 +34,7 @@ from pbsyslog.inputs.senders import ListenerTrust, SenderFilter
 from pbsyslog.inputs.stream import SyslogStreamFactory
 from pbsyslog.inputs.tls import server_options
 from pbsyslog.inputs.udp import MAX_DATAGRAM, SyslogDatagramProtocol, listen_udp
+from pbsyslog.inputs.unix import UnixSyslogProtocol, listen_unix
 from pbsyslog.outputs.delegation import PolicyFactory
 from pbsyslog.outputs.socketmap import SocketmapFactory
 from pbsyslog.patterns import load_table
@@ -123,6 +124,12 @@ def _listen(
         clock=reactor,
         tls_peers=listener.tls_peers,
     )
+    if listener.protocol == "unix":
+        assert listener.path is not None
+        port = listen_unix(reactor, listener.path, UnixSyslogProtocol(ctx, listener.uids), MAX_DATAGRAM)
+        log.info("listening on unix {path} (senders with uid {uids})", path=listener.path,
+                 uids=", ".join(map(str, listener.uids)))
+        return port
     if listener.protocol == "udp":
         port = listen_udp(reactor, listener.port, SyslogDatagramProtocol(ctx), listener.host, MAX_DATAGRAM)
     elif listener.protocol == "tls":

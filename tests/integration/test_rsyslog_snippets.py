@@ -61,18 +61,21 @@ include(file="$snippet")
 """)
 
 
-def snippet_text(name: str, port: int | None = None) -> str:
-    """The shipped snippet ``name``, with its port replaced by ``port`` if given."""
+def snippet_text(name: str, port: int | str | None = None) -> str:
+    """The shipped snippet ``name``, with its port (or, for the unix snippet, its socket path) replaced if given."""
     path = SNIPPETS / name
     assert path.is_file(), f"{path} is missing"
     text = path.read_text()
-    if port is not None:
+    if isinstance(port, str):
+        assert text.count(SHIPPED_SOCKET) == 1, f"{name} must name {SHIPPED_SOCKET} exactly once"
+        text = text.replace(SHIPPED_SOCKET, port)
+    elif port is not None:
         assert text.count(SHIPPED_PORT) == 1, f"{name} must contain {SHIPPED_PORT} exactly once"
         text = text.replace(SHIPPED_PORT, f'port="{port}"')
     return text
 
 
-def write_wrapper(root: Path, name: str, port: int | None) -> tuple[Path, Path]:
+def write_wrapper(root: Path, name: str, port: int | str | None) -> tuple[Path, Path]:
     """Write the snippet copy and its wrapper config under ``root``; return (config, socket)."""
     (root / "work").mkdir(parents=True, exist_ok=True)
     snippet = root / name
@@ -105,7 +108,7 @@ class SnippetRsyslog(Daemon):
 
     name = "rsyslogd"
 
-    def __init__(self, root: Path, snippet: str, port: int) -> None:
+    def __init__(self, root: Path, snippet: str, port: int | str) -> None:
         require_program(RSYSLOGD, "rsyslog")
         self.root = root
         self.snippet = snippet
@@ -169,7 +172,7 @@ class SnippetRsyslog(Daemon):
 def snippet_rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type]:
     """Factory: ``snippet_rsyslog(snippet, port)`` starts a SnippetRsyslog; all are stopped at module end."""
 
-    def start(snippet: str, port: int) -> SnippetRsyslog:
+    def start(snippet: str, port: int | str) -> SnippetRsyslog:
         return SnippetRsyslog(tmp_path_factory.mktemp("rsyslog-snippet"), snippet, port)
 
     yield from stopped_at_end(start)  # type: ignore[misc]
@@ -195,7 +198,8 @@ def assert_in_map(service: PbsyslogService, ip: str, deadline: float, *daemons: 
 # --------------------------------------------------------------------------
 # Static checks and rsyslogd -N1
 
-ALL = ["pbsyslog-udp.conf", "pbsyslog-tcp.conf", "pbsyslog-tls.conf"]
+ALL = ["pbsyslog-udp.conf", "pbsyslog-tcp.conf", "pbsyslog-tls.conf", "pbsyslog-unix.conf"]
+SHIPPED_SOCKET = "/run/pbsyslog/syslog.sock"
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -319,6 +323,17 @@ def test_udp_snippet_login_reaches_map(
     syslog = snippet_rsyslog("pbsyslog-udp.conf", service.udp_port)
     syslog.log("mail.info", "dovecot", login_message("192.0.2.31"))
     assert_in_map(service, "192.0.2.31", MAP_DEADLINE, syslog)
+
+
+def test_unix_snippet_login_reaches_map(
+    pbsyslog_service: PbsyslogFactory, snippet_rsyslog: type, tmp_path: Path
+) -> None:
+    """A Dovecot login logged into rsyslog running the unix snippet reaches pbsyslog's uid-checked UNIX socket and the map."""
+    sock = tmp_path / "syslog.sock"
+    service = pbsyslog_service({"listen": [{"protocol": "unix", "path": str(sock), "uids": [0]}]})
+    syslog = snippet_rsyslog("pbsyslog-unix.conf", str(sock))
+    syslog.log("mail.info", "dovecot", login_message("192.0.2.35"))
+    assert_in_map(service, "192.0.2.35", MAP_DEADLINE, syslog)
 
 
 def test_tcp_snippet_login_reaches_map(
