@@ -234,3 +234,37 @@ def _check_sample(pattern: Pattern, sample: Sample, number: int) -> None:
             pattern.name,
             f"sample {number} ({shorten(sample.message)}) must give user {sample.user!r}, gives {got.user!r}",
         )
+
+
+def nested_repeat(regex: re.Pattern[str]) -> bool:
+    """Say whether ``regex`` repeats (more than once) something that itself repeats: ``(a+)+``, ``(?:x*y)*``.
+
+    Such a regex can take time exponential (or polynomial of high degree) in
+    the line's length to fail.  Possessive quantifiers (``*+``) and atomic
+    groups (``(?>...)``) never backtrack into what they matched, so what is
+    inside them counts as not repeated.
+    """
+    from re import _constants as sre  # type: ignore[attr-defined]
+    from re import _parser  # type: ignore[attr-defined]
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, av in items:
+            if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+                _, high, sub = av
+                many = high > 1
+                if inside and many:
+                    return True
+                if walk(sub, inside or many):
+                    return True
+            elif op == sre.SUBPATTERN:
+                if walk(av[-1], inside):
+                    return True
+            elif op == sre.BRANCH:
+                if any(walk(branch, inside) for branch in av[1]):
+                    return True
+            elif op in (sre.ASSERT, sre.ASSERT_NOT):
+                if walk(av[1], inside):
+                    return True
+        return False
+
+    return walk(_parser.parse(regex.pattern, regex.flags), False)

@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pbsyslog.patterns.entries import check_unique, parse_entry
+from pbsyslog.patterns.entries import check_unique, nested_repeat, parse_entry
 from pbsyslog.patterns.model import Pattern, PatternError
 from pbsyslog.patterns.table import PatternTable, checked_table
 
@@ -57,6 +57,15 @@ def load_table(
     """
     builtin = [parse_entry(entry, index) for index, entry in enumerate(builtin_entries())]
     extras = [parse_entry(entry, index, "extra pattern") for index, entry in enumerate(extra)]
+    for pattern in extras:
+        # The built-in entries are checked by a test that times each on
+        # hostile lines (tests/test_regex_bounds.py); an admin's own entry
+        # gets the stricter, structural rule.
+        if nested_repeat(pattern.regex):
+            raise PatternError(pattern.name, "regex repeats a part that itself repeats, e.g. (a+)+ or (?:x*y)*: "
+                               "on a hostile line its matching time explodes; write the inner part so it "
+                               "cannot backtrack (possessive *+ ++ or an atomic group (?>...)) or without "
+                               "the outer repetition")
     check_unique(extras)
     merged = _merge(builtin, extras)
     extra_names = {p.name for p in extras}
