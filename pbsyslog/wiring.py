@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 
 from pbsyslog.addresses import bracketed
 from pbsyslog.config import Config, Listener, PolicyListener, SocketmapListener
@@ -43,6 +45,11 @@ from pbsyslog.service import PbsyslogService, logged_never_list
 
 log = Logger(namespace="pbsyslog")
 
+# A scraper or two, an administrator's curl: the metrics endpoint needs few
+# connections, and the control socket (one per pbsyslog command) no more.
+METRICS_CONNECTIONS = 8
+CONTROL_CONNECTIONS = 8
+
 
 @attrs.frozen
 class Bound:
@@ -51,6 +58,21 @@ class Bound:
     ports: list[Any]
     trust: list[ListenerTrust]  # one per syslog listener, in config order
     counters: list[tuple[Listener, TransportCounters]]
+
+
+class ConnectionLimit(WrappingFactory):
+    """A factory that refuses connections beyond ``limit`` open ones (Twisted then closes them at once)."""
+
+    def __init__(self, wrapped: Any, limit: int) -> None:
+        super().__init__(wrapped)
+        self.limit = limit
+        self.refused = 0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if len(self.protocols) >= self.limit:
+            self.refused += 1
+            return None
+        return super().buildProtocol(addr)
 
 
 def build(
@@ -68,6 +90,7 @@ def build(
 def bind(service: PbsyslogService) -> Bound:
     """Open every socket ``service.config`` names; see the module header."""
     config, reactor = service.config, service.reactor
+    ensure_descriptors(descriptors_needed(config))
     limits = Limits(
         max_frame=config.max_frame,
         max_connections=config.max_connections,
@@ -96,11 +119,11 @@ def bind(service: PbsyslogService) -> Bound:
     for stale in (service.files.control, service.files.old_control_lock):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)
-    ports.append(reactor.listenUNIX(
-        service.files.control, ControlFactory(Admin(service)), mode=0o600, wantPID=False))
+    control = ConnectionLimit(ControlFactory(Admin(service)), CONTROL_CONNECTIONS)
+    ports.append(reactor.listenUNIX(service.files.control, control, mode=0o600, wantPID=False))
     if config.metrics is not None:
         host, port = config.metrics
-        web = reactor.listenTCP(port, service.metrics.site(), interface=host)
+        web = reactor.listenTCP(port, ConnectionLimit(service.metrics.site(), METRICS_CONNECTIONS), interface=host)
         ports.append(web)
         bound = web.getHost()
         log.info("metrics on http://{host}:{port}/metrics", host=bracketed(bound.host), port=bound.port)
@@ -152,7 +175,8 @@ def _listen(
 
 def _listen_socketmap(service: PbsyslogService, sm: SocketmapListener) -> Any:
     """Bind one socketmap (UNIX or TCP), answered from the service's live state."""
-    factory = SocketmapFactory(service.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows)
+    factory = SocketmapFactory(service.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows,
+                               service.config.max_connections)
     if sm.path is not None:
         port = service.reactor.listenUNIX(sm.path, factory, mode=0o666, wantPID=False)
         log.info("socketmap on unix {path}", path=sm.path)
@@ -174,3 +198,37 @@ def _listen_policy(service: PbsyslogService, place: PolicyListener) -> Any:
     bound = port.getHost()
     log.info("policy service on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
     return port
+
+
+def descriptors_needed(config: Config) -> int:
+    """File descriptors the service may hold at once when every configured limit is reached.
+
+    Each stream listener (TCP, TLS, RELP), socketmap and policy service may
+    hold ``max_connections``; the metrics endpoint and the control socket a
+    few; each listening socket, map file, the journal and the lock one; the
+    rest is slack for the reactor, logs and libraries.
+    """
+    streams = sum(1 for listener in config.listen if listener.protocol in ("tcp", "tls", "relp"))
+    served = streams + len(config.socketmap) + len(config.policy)
+    sockets = len(config.listen) + len(config.socketmap) + len(config.policy) + 2  # + control, metrics
+    files = 2 * len(config.all_outputs()) + 3  # each map (and its lock or connection), journal, lock, control
+    return served * config.max_connections + METRICS_CONNECTIONS + CONTROL_CONNECTIONS + sockets + files + 64
+
+
+def ensure_descriptors(needed: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards ``needed`` if it is lower; warn if the hard limit stops it.
+
+    Under the shipped systemd unit LimitNOFILE sets both limits (and the
+    unit's system call filter forbids setrlimit): only the warning is left.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard),
+                                                    hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        log.warn("only {soft} file descriptors (RLIMIT_NOFILE) where the configured connection limits need "
+                 "{needed}: lower max_connections or raise the limit (LimitNOFILE= in the systemd unit)",
+                 soft=soft, needed=needed)

@@ -105,10 +105,16 @@ def answer(request: bytes, lookup: Callable[[str], str | None], names: frozenset
 class SocketmapProtocol(Protocol):
     """One Postfix/Sendmail socketmap client connection."""
 
-    def __init__(self, lookup: Callable[[str], str | None], names: frozenset[str] | None) -> None:
+    def __init__(self, lookup: Callable[[str], str | None], names: frozenset[str] | None,
+                 factory: SocketmapFactory | None = None) -> None:
         self._lookup = lookup
         self._names = names
         self._reader = NetstringReader()
+        self._factory = factory
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self._factory is not None:
+            self._factory.open_connections -= 1
 
     def dataReceived(self, data: bytes) -> None:
         for request in self._reader.feed(data):
@@ -120,7 +126,7 @@ class SocketmapProtocol(Protocol):
 
 
 class SocketmapFactory(Factory):
-    """Builds SocketmapProtocols for one socketmap listener, refusing untrusted peers."""
+    """Builds SocketmapProtocols for one socketmap listener: trusted peers only, at most ``max_connections``."""
 
     noisy = False
 
@@ -129,10 +135,14 @@ class SocketmapFactory(Factory):
         lookup: Callable[[str], str | None],
         names: frozenset[str] | None,
         allowed: Callable[[str], bool],
+        max_connections: int = 0,
     ) -> None:
         self._lookup = lookup
         self._names = names
         self._allowed = allowed
+        self.max_connections = max_connections  # 0: no limit
+        self.open_connections = 0
+        self.over_limit = 0
 
     def buildProtocol(self, addr: object) -> SocketmapProtocol | None:
         host = getattr(addr, "host", None)
@@ -140,4 +150,10 @@ class SocketmapFactory(Factory):
         if host is not None and not self._allowed(host):
             log.warn("socketmap: refused connection from untrusted {peer}", peer=host)
             return None
-        return SocketmapProtocol(self._lookup, self._names)
+        if self.max_connections and self.open_connections >= self.max_connections:
+            # Each smtpd keeps one connection; a flood of idle ones must not
+            # take every descriptor the service has (Twisted closes this one).
+            self.over_limit += 1
+            return None
+        self.open_connections += 1
+        return SocketmapProtocol(self._lookup, self._names, self)
