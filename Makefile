@@ -19,7 +19,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # unpacked .debs (installing them would remove postfix).
 DEB_BUILD := python3 python3-venv python3-dev gcc libdb5.3-dev
 DEB_TEST  := rsyslog postfix dovecot-pop3d dovecot-imapd util-linux bsdutils systemd rsyslog-gnutls rsyslog-relp \
-             postgresql postfix-pgsql \
+             postgresql postfix-pgsql faketime libfaketime \
              libldap-2.5-0 liblockfile1 libgnutls-dane0 libidn12
 
 .PHONY: run test check lint deps-build deps-test venv clean

@@ -96,7 +96,11 @@ def makeService(options: Options) -> Any:
     """Build the service on the global reactor."""
     from twisted.internet import reactor
 
+    from pbsyslog.clock import SteadyClock
     from pbsyslog.wiring import build
 
+    # Every timed call of the reactor, and every deadline of the service,
+    # on a clock that a step of the system clock does not move (clock.py).
+    reactor.seconds = SteadyClock().seconds  # type: ignore[method-assign]
     assert options.config is not None
     return build(options.config, reactor, reload_config=options.reload)
