@@ -37,7 +37,9 @@ one restarts idle smtpd processes), so holding acks for it would cap a
 RELP session at one window (omrelp's 128 messages) per commit_interval, and
 a login that loses its authorisation in a crash costs one re-login, not a
 lost mail.  A message the pipeline ignores (not a login, untrusted host,
-...) is acknowledged too: it was received and judged.
+...) is acknowledged too: it was received and judged; so is one whose
+HOSTNAME the connection's client certificate does not speak for (dropped
+before the sink, as on the TLS listener: ``stream.py``).
 
 Bounds and failures: DATA longer than the listener's ``max_frame`` is never
 buffered: it is skipped as it arrives, counted ``oversize``, and
@@ -334,8 +336,11 @@ class RelpProtocol(SyslogStreamProtocol):
                 # The ack goes out only once the sink has returned: the
                 # message is then in the tracker.  A sink that raised is
                 # logged by deliver and the message still acknowledged
-                # (resending it would raise again).
-                deliver(ctx.sink, action.message, self._peer)
+                # (resending it would raise again); so is a message from a
+                # HOSTNAME the certificate does not speak for (counted and
+                # logged by _speaks; resending it would be refused again).
+                if self._speaks(action.message):
+                    deliver(ctx.sink, action.message, self._peer)
                 write(action.ack)
             elif isinstance(action, Reply):
                 write(action.data)

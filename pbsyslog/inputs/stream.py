@@ -1,27 +1,49 @@
 """TCP and TLS: RFC 6587 framing on each connection -> the listener's sink.
 
 Contract: a thin Twisted wrapper around the sans-I/O framing in
-``framing.py``; knows nothing about syslog syntax, patterns or maps.  A
+``framing.py``; knows nothing about patterns or maps, nor about syslog
+syntax beyond the HOSTNAME of a frame on a name-pinned TLS connection.  A
 connection from a peer the listener's ``allowed(host)`` refuses is never
 given a protocol (Twisted closes it at once) and ``refused(host)`` is told;
 connections over the listener's limits (in all, per peer) are refused and
 counted; an idle connection is closed; on TLS, a client whose certificate
-matches none of the pins is cut off before any of its data is read.
-``SyslogStreamFactory.admit`` is that admission, for RELP's factory too.
+matches none of the pins is cut off before any of its data is read, and
+logged as such.  ``SyslogStreamFactory.admit`` is that admission, for
+RELP's factory too.
+
+A certificate speaks only for the names it was pinned by: when it matched a
+*name* pin (``tls.PinMatch.hostnames``), a frame of that connection whose
+syslog HOSTNAME is not that name (or its first label) is dropped here,
+counted ``untrusted`` and logged, before the sink sees it; the listener's
+own ``hostnames``, if any, are checked after that by the pipeline, so both
+must pass.  The HOSTNAME is read with ``syslog.parse``, the very function
+the pipeline uses, so both read the same HOSTNAME; a frame it cannot parse
+is handed on (the pipeline counts it malformed and drops it).  Connections
+without such a tie (plain TCP, no pins, a fingerprint pin) hand every frame
+on unread.  Refusals are logged at most once a minute per peer and reason.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from pbsyslog.inputs.framing import StreamFramer
 from pbsyslog.inputs.listening import Listening, hand_over
-from pbsyslog.inputs.tls import matches_pins
+from pbsyslog.inputs.tls import PinMatch, match_pins
+from pbsyslog.memo import remember
+from pbsyslog.syslog import MalformedMessage, parse
+
+log = Logger(namespace="pbsyslog")
+
+# A refusal (of a certificate, of a HOSTNAME) is logged at most this often per peer and reason.
+WARN_INTERVAL = 60.0
 
 
 @implementer(IHandshakeListener)
@@ -36,6 +58,10 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self._oversize_seen = 0
         self._malformed_seen = 0
         self._pinned = not self._ctx.tls_peers  # nothing to check without pins
+        self._cut_off = False  # the certificate matched no pin: nothing more is read
+        # A certificate matched by name: the names, and the HOSTNAMEs its frames may carry.
+        self._tie: PinMatch | None = None
+        self._speaks_for: frozenset[str] | None = None
         # TimeoutMixin's documented hook for another clock (a class attribute meant to be replaced).
         self.callLater = self._ctx.clock.callLater  # type: ignore[method-assign]
 
@@ -48,15 +74,51 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self._check_pins()
 
     def _check_pins(self) -> bool:
-        if not self._pinned:
-            cert = self.transport.getPeerCertificate()
-            if matches_pins(cert, self._ctx.tls_peers):
-                self._pinned = True
-            else:
-                self._ctx.counters.untrusted += 1
-                self._ctx.refused(f"{self._peer} (client certificate not pinned)")
-                self.transport.abortConnection()
-        return self._pinned
+        """Whether the client's certificate matches a pin (checked once); cut a client off that matches none."""
+        if self._pinned:
+            return True
+        if self._cut_off:
+            return False
+        match = match_pins(self.transport.getPeerCertificate(), self._ctx.tls_peers)
+        if match is None:
+            self._cut_off = True
+            self._ctx.counters.untrusted += 1
+            self._factory.warn(
+                (self._peer, "pin"),
+                "refused syslog over TLS: client certificate of {peer} matches no tls_peers pin",
+                peer=self._peer)
+            self.transport.abortConnection()
+            return False
+        self._pinned = True
+        self._tie = match
+        self._speaks_for = match.hostnames
+        return True
+
+    def _speaks(self, frame: bytes) -> bool:
+        """Whether ``frame`` may go on: its HOSTNAME is one this connection's certificate speaks for.
+
+        True without a tie, and for a frame that does not parse (the
+        pipeline counts and drops it).  A refused frame is counted
+        ``untrusted`` and logged (once a minute per peer).
+        """
+        allowed = self._speaks_for
+        if allowed is None:
+            return True
+        try:
+            hostname = parse(frame).hostname
+        except MalformedMessage:
+            return True
+        host = (hostname or "").lower()
+        if host in allowed:
+            return True
+        self._ctx.counters.untrusted += 1
+        names = sorted(self._tie.names) if self._tie is not None else []
+        self._factory.warn(
+            (self._peer, "hostname"),
+            "refused syslog over TLS from {peer}: HOSTNAME {host} is not the name of its client "
+            "certificate ({names}, pinned in tls_peers)",
+            peer=self._peer, host=repr(hostname) if hostname else "(none)", names=", ".join(names))
+        return False
 
     def dataReceived(self, data: bytes) -> None:
         if not self._pinned and not self._check_pins():
@@ -65,6 +127,8 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         framer = self._framer
         ctx = self._ctx
         frames = framer.feed(data)
+        if frames and self._speaks_for is not None:
+            frames = [frame for frame in frames if self._speaks(frame)]
         if frames:
             hand_over(ctx, frames, itertools.repeat(self._peer))
         oversize, malformed = framer.oversize, framer.malformed
@@ -92,6 +156,7 @@ class SyslogStreamFactory(Factory):
         self.ctx = ctx
         self.open_connections = 0
         self._per_peer: dict[str, int] = {}
+        self._warned: dict[tuple[str, str], float] = {}
 
     def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:
         peer = self.admit(addr)
@@ -120,6 +185,15 @@ class SyslogStreamFactory(Factory):
         self.open_connections += 1
         self._per_peer[host] = self._per_peer.get(host, 0) + 1
         return host
+
+    def warn(self, key: tuple[str, str], text: str, **fields: Any) -> None:
+        """Log warning ``text`` unless one with the same ``key`` (peer, reason) was logged in the last minute."""
+        now = self.ctx.clock.seconds()
+        last = self._warned.get(key)
+        if last is not None and now - last < WARN_INTERVAL:
+            return
+        remember(self._warned, key, now, 1024)  # bounded: a flood of peers cannot grow it
+        log.warn(text, **fields)
 
     def closed(self, peer: str) -> None:
         """Forget one connection of ``peer``."""

@@ -2,10 +2,19 @@
 
 Contract: builds the server's TLS context from PEM files (certificate, key,
 and the CA that must have signed every client certificate), and decides
-whether a client's certificate matches the listener's pins (names or
-SHA-256 fingerprints).  A client without a certificate, or with one from
-another CA, fails the handshake; one that does not match a pin is
-disconnected before any of its data is read.
+how a client's certificate matches the listener's pins (names or SHA-256
+fingerprints).  A client without a certificate, or with one from another
+CA, fails the handshake; one that matches no pin is disconnected before any
+of its data is read.
+
+Names follow RFC 6125: a certificate's names are its DNS subjectAltNames
+when it has any, and its subject CN only when it has none (a CN ``pop1``
+with the SAN ``webserver`` is ``webserver``, not ``pop1``).  Names compare
+case-insensitively and literally (no wildcard expansion).  A certificate
+that matches a *name* pin speaks only for that name: ``PinMatch.hostnames``
+is the syslog HOSTNAMEs its messages may carry (the name and its first
+label, the short form rsyslog sends by default).  A fingerprint pin ties
+the certificate to no name.
 
 How it fails: unreadable or invalid PEM files raise ``TLSSetupError`` at
 start-up, naming the file, before any port is bound.
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import crypto
@@ -61,24 +71,66 @@ def fingerprint(cert: crypto.X509) -> str:
     return "sha256:" + ":".join(f"{b:02X}" for b in raw)
 
 
-def names(cert: crypto.X509) -> set[str]:
-    """The subject CN and DNS subjectAltNames of a certificate, lowercased."""
+def names(cert: crypto.X509) -> frozenset[str]:
+    """The names ``cert`` is issued to, lowercased: its DNS subjectAltNames, or its subject CN when it has none.
+
+    RFC 6125 (6.4.4): a certificate with DNS subjectAltNames is not also
+    known by its CN, so a CN cannot smuggle a second identity past the SAN.
+    """
     parsed = cert.to_cryptography()
-    found = {a.value.lower() for a in parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-             if isinstance(a.value, str)}
     try:
         san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return found
-    return found | {name.lower() for name in san.get_values_for_type(x509.DNSName)}
+        dns: list[str] = []
+    else:
+        dns = san.get_values_for_type(x509.DNSName)
+    if dns:
+        return frozenset(name.lower() for name in dns)
+    return frozenset(a.value.lower() for a in parsed.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+                     if isinstance(a.value, str))
+
+
+@attrs.frozen
+class PinMatch:
+    """How a client certificate matched the pins: by which names (none: by its fingerprint alone)."""
+
+    names: frozenset[str]
+
+    @property
+    def hostnames(self) -> frozenset[str] | None:
+        """The syslog HOSTNAMEs (lowercase) the certificate speaks for; None: any (a fingerprint pin).
+
+        Each matched name and its first label: the pin ``pop1.example.org``
+        speaks for ``pop1.example.org`` and ``pop1`` (rsyslog sends the short
+        hostname unless told to keep the FQDN).
+        """
+        if not self.names:
+            return None
+        short = {name.split(".", 1)[0] for name in self.names}
+        return self.names | {label for label in short if label and "*" not in label}
+
+
+def match_pins(cert: crypto.X509 | None, pins: Iterable[str]) -> PinMatch | None:
+    """How ``cert`` matches ``pins`` (names, or sha256:... fingerprints); None when it matches none.
+
+    A certificate that matches a name pin is tied to the names it matched,
+    even when a fingerprint pin matches it too: only a fingerprint alone
+    leaves it untied.
+    """
+    if cert is None:
+        return None
+    wanted = {_pin(p) for p in pins}
+    matched = names(cert) & wanted
+    if matched:
+        return PinMatch(frozenset(matched))
+    if fingerprint(cert) in wanted:
+        return PinMatch(frozenset())
+    return None
 
 
 def matches_pins(cert: crypto.X509 | None, pins: Iterable[str]) -> bool:
     """Say whether ``cert`` matches one of ``pins`` (names, or sha256:... fingerprints)."""
-    if cert is None:
-        return False
-    wanted = {_pin(p) for p in pins}
-    return fingerprint(cert) in wanted or bool(names(cert) & wanted)
+    return match_pins(cert, pins) is not None
 
 
 def _pin(text: str) -> str:

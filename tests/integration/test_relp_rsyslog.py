@@ -67,7 +67,9 @@ class RelpRsyslog(SocketRsyslog):
             )
         super().__init__(
             workdir,
-            'module(load="omrelp")\n'
+            # A client certificate pinned by name speaks only for that HOSTNAME (or its first label).
+            (f'global(localHostName="{CLIENT_NAME.split(".")[0]}")\n' if tls is not None else "")
+            + 'module(load="omrelp")\n'
             # rsyslog's own messages (connection errors, suspensions), for failure reports.
             f'syslog.* action(type="omfile" file="{self.log_path}")\n'
             f'mail.* action(type="omrelp" name="to-pbsyslog" target="{LOOPBACK_V4}" port="{port}"\n'
