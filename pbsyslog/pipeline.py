@@ -16,6 +16,33 @@ close it).  The key says how a logout finds its login:
     solid-pop3d, whose logout lines carry the address;
   * "pid":   (host, program, pid): daemons with one process per connection.
 
+Resent lines.  rsyslog resends, after a reconnect, what it had sent into
+the broken connection: the same frame, byte for byte, possibly after
+pbsyslog has handled it.  A login that opens a session names its line to
+the tracker by the frame's ``hash()`` (SipHash with a per-process key: a
+sender cannot make two different lines collide on purpose; and one int per
+open session keeps memory bounded by max_sessions).  The tracker takes a
+login whose line is that of an open session under the same key as that
+login delivered again, and changes nothing (tracker.py's header has the
+exact rule); ``counters.logins`` still counts it, ``tracker.repeated``
+too.  So a resent login opens no second session, for every kind above,
+and for "ip" no stray counted session is left open after the one logout
+(it held the address for max_session).  Two logins with different lines
+are two sessions, even in the same second from the same address (two
+clients behind one NAT address: Courier's and Perdition's lines differ by
+the client's port, solid-pop3d's and popa3d's by the pid, Dovecot's by the
+session id); only byte-identical lines (a daemon that logs neither port
+nor pid, through a sender that adds no timestamp) are taken as one, which
+can only start a grace early.  Only logins that open a session are hashed:
+other lines cost nothing more.  After a restart the journal gives back
+each session's start but not its line: a resent line is then known by its
+time alone, which works when ``when`` is the sender's own zoned timestamp
+(rsyslog's RFC 5424 and RFC 3339 templates, to the microsecond), not for
+an RFC 3164 line nor one stamped in the future (each delivery counts from
+when it arrives).  A login that opens no session is not remembered: a
+resent one counts again, from its own zoned timestamp (so it changes
+nothing) or from its delivery.
+
 Two-line logins.  A "connect" line remembers its address under
 (host, program, pid) in ``Connections`` (bounded in number and age); the
 next matched line of the same key takes it: a login with ip_from =
@@ -263,7 +290,11 @@ class Pipeline:
         session = None
         if self.logout_tracking and entry.session is not None and (entry.group, entry.session) in table.closable:
             session = _session_key(entry, event.session, ip, host, message.program, message.pid)
-        change = tracker.login(ip, when, event.pattern, session, entry.session == "ip")
+        if session is None:
+            change = tracker.login(ip, when, event.pattern)
+        else:
+            # The frame's hash names the line: a resent line is the same login (module header).
+            change = tracker.login(ip, when, event.pattern, session, entry.session == "ip", hash(frame))
         if change is None:
             return None
         return Moved(ip, event.pattern, change)

@@ -2,8 +2,9 @@
 
 Contract: pure bookkeeping, the single source of truth for every map.  Every
 method that depends on time takes ``now`` (seconds, the service's receive
-clock); nothing here reads a clock, logs, or touches a file.  Deadlines are
-based on when a login was received, never on a sender's timestamp.
+clock); nothing here reads a clock, logs, or touches a file.  The times are
+the caller's: the pipeline passes a line's own zoned timestamp where it is
+earlier than the line's receipt, else the receipt (pipeline.py).
 
 Deadlines.  An IP's deadline is the latest of:
   * every login's time + grace (and any deadline restored after a restart);
@@ -19,11 +20,35 @@ Sessions.  A login may open a session under a key (the caller's: say
 finds the IP even when its own line has none.  A logout whose key has no
 open session changes nothing.  With ``counted`` a key holds several
 sessions at once (keyed by address: each logout closes one); without, a key
-is one session (a repeated login line does not open a second one; a
-login of another address under it replaces it).  Open
-sessions are bounded (``max_sessions``): the oldest is then forgotten as if
-its logout had been lost, i.e. its IP keeps that session's full
-max_session deadline, never less.
+is one session (a login of another address under it replaces it; another
+login of the same address keeps the one session, started at the later of
+the two times).  Open sessions are bounded (``max_sessions``): the oldest
+is then forgotten as if its logout had been lost, i.e. its IP keeps that
+session's full max_session deadline, never less.
+
+Repeated logins (a line delivered twice: rsyslog resends what it sent into
+a broken connection).  A login may name its ``line``: any hashable identity
+of the line it came from (the pipeline passes a hash of the frame).  A
+login of ``ip`` under a key that already holds an open session of ``ip`` is
+that same login, delivered again, when
+  * both lines are known and equal, or
+  * either line is unknown (a session restored from the journal, which
+    keeps no lines; a caller that gives none) and the two times are equal;
+and then it changes nothing at all: no second session (the finding this
+prevents: a counted key's extra session, which no logout closed, held the
+IP for max_session), no later start, no floor raised by a late delivery, no
+pattern (``repeated`` counts it).  This holds for every kind of key.  Two different
+lines at the same time are two logins (two clients behind one NAT address
+in the same second).  A line equal to none of the key's open sessions is a
+new login, as always: so a resent login whose session a logout already
+closed opens it again (rsyslog resends in order, so that logout's resent
+line follows and closes it again).  The rule can only err towards fewer
+sessions (two different lines with the same identity, or two unknown lines
+at the same time: one session, whose first logout starts the grace while
+the other client is still connected), which shortens a grant, never
+extends it.  Lines are kept only for open sessions (one per session, so
+bounded by ``max_sessions`` too); a login that opens no session is not
+remembered and counts each time it is delivered, as before.
 
 Persistence.  ``take_touched()`` returns (and forgets) the IPs whose
 sessions or floor changed while they had sessions, even where the deadline
@@ -49,6 +74,7 @@ everything is refiled when stale entries outnumber live ones.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 import math
@@ -77,13 +103,27 @@ def _second(deadline: float) -> int:
 
 
 class _Open:
-    """The open sessions under one key: their IP and login times (oldest first)."""
+    """The open sessions under one key: their IP, login times (oldest first) and login lines (None: unknown)."""
 
-    __slots__ = ("ip", "starts")
+    __slots__ = ("ip", "starts", "lines")
 
-    def __init__(self, ip: str, start: float) -> None:
+    def __init__(self, ip: str, start: float, line: Hashable | None) -> None:
         self.ip = ip
         self.starts = [start]
+        # lines[i] is the identity of the line that opened starts[i].
+        self.lines = [line]
+
+    def repeats(self, when: float, line: Hashable | None) -> bool:
+        """Whether a login at ``when`` from ``line`` is one of these sessions' logins again (see the module header)."""
+        if line is None:
+            return when in self.starts
+        lines = self.lines
+        if line in lines:
+            return True
+        # A session whose line is unknown (restored): the same time.
+        return None in lines and any(
+            known is None and start == when for start, known in zip(self.starts, lines, strict=True)
+        )
 
 
 class Tracker:
@@ -116,6 +156,8 @@ class Tracker:
         self._sessions: dict[Hashable, _Open] = {}
         self._keys: dict[str, set[Hashable]] = {}
         self._open = 0
+        # Logins that repeated an open session's login (and changed nothing).
+        self.repeated = 0
         # IPs whose sessions (or floor, while they have sessions) changed
         # since the last take_touched().
         self._touched: set[str] = set()
@@ -161,18 +203,33 @@ class Tracker:
         return sum(1 for key in keys for start in self._sessions[key].starts if start > cutoff)
 
     def login(
-        self, ip: str, now: float, pattern: str = "", session: Hashable | None = None, counted: bool = False
+        self,
+        ip: str,
+        now: float,
+        pattern: str = "",
+        session: Hashable | None = None,
+        counted: bool = False,
+        line: Hashable | None = None,
     ) -> Change | None:
         """Authorise ``ip`` until now + grace, and open a session under ``session`` if given.
 
-        Returns ADDED for an IP that was not authorised, EXTENDED when its
-        deadline moved, None when nothing changed.
+        ``line`` identifies the login's line: a login that repeats one of
+        the open sessions under ``session`` (see the module header) changes
+        nothing and is counted in ``repeated``.  Returns ADDED for an IP
+        that was not authorised, EXTENDED when its deadline moved, None
+        when nothing changed.
         """
-        self._raise_floor(ip, now + self.grace)
         if session is not None:
-            self._open_session(ip, now, session, counted)
-        elif ip in self._keys:
-            self._touched.add(ip)
+            entry = self._sessions.get(session)
+            if entry is not None and entry.ip == ip and entry.repeats(now, line):
+                self.repeated += 1
+                return None
+            self._raise_floor(ip, now + self.grace)
+            self._open_session(ip, now, session, counted, entry, line)
+        else:
+            self._raise_floor(ip, now + self.grace)
+            if ip in self._keys:
+                self._touched.add(ip)
         change = self._update(ip, self._compute(ip))
         if change is not None or ip not in self._pattern:
             self._pattern[ip] = pattern
@@ -254,8 +311,9 @@ class Tracker:
                 # The same key under another IP (a journal edited by hand):
                 # the old one ends as if its logout were lost.
                 self._forget(key, entry)
-            entry = self._sessions[key] = _Open(ip, 0.0)
+            entry = self._sessions[key] = _Open(ip, 0.0, None)
             entry.starts = sorted(starts)
+            entry.lines = [None] * len(starts)  # the journal keeps no lines
             self._keys.setdefault(ip, set()).add(key)
             self._open += len(starts)
         self._touched.add(ip)
@@ -354,12 +412,16 @@ class Tracker:
             deadline = max(deadline, latest + self.max_session + self.grace)
         return deadline
 
-    def _open_session(self, ip: str, now: float, key: Hashable, counted: bool) -> None:
-        entry = self._sessions.get(key)
+    def _open_session(
+        self, ip: str, now: float, key: Hashable, counted: bool, entry: _Open | None, line: Hashable | None
+    ) -> None:
+        """Open a session of ``ip`` under ``key`` (whose sessions are ``entry``), not a repeat of one of them."""
         self._touched.add(ip)
         if entry is not None and entry.ip == ip and not counted:
-            # The same session again (a line delivered twice): still one.
-            entry.starts[0] = max(entry.starts[0], now)
+            # Another login of the one session: still one, from the later time.
+            if now >= entry.starts[0]:
+                entry.starts[0] = now
+                entry.lines[0] = line
             return
         if entry is not None and entry.ip != ip:
             # A key reused for another address: the old session keeps what
@@ -367,14 +429,18 @@ class Tracker:
             self._forget(key, entry)
             entry = None
         if entry is None:
-            self._sessions[key] = _Open(ip, now)
+            self._sessions[key] = _Open(ip, now, line)
             self._keys.setdefault(ip, set()).add(key)
         else:
             # Kept in order, so that the oldest is closed first.
             starts = entry.starts
-            starts.append(now)
-            if len(starts) > 1 and starts[-2] > now:
-                starts.sort()
+            if starts[-1] <= now:
+                starts.append(now)
+                entry.lines.append(line)
+            else:
+                at = bisect.bisect_right(starts, now)
+                starts.insert(at, now)
+                entry.lines.insert(at, line)
         self._open += 1
         self._evict_over_limit()
 
@@ -393,6 +459,7 @@ class Tracker:
     def _close_oldest(self, key: Hashable, entry: _Open, ended: float) -> None:
         """Close the oldest session under ``key`` as having ended at ``ended``."""
         start = entry.starts.pop(0)
+        del entry.lines[0]
         self._open -= 1
         self._touched.add(entry.ip)
         self._raise_floor(entry.ip, min(ended, start + self.max_session) + self.grace)

@@ -3,9 +3,14 @@
 import datetime
 import pathlib
 
-from pbsyslog.patterns import load_table
+import pytest
+
+from corpus_paths import CORPUS, REAL, WIRE
+from pbsyslog.inputs.framing import StreamFramer
+from pbsyslog.patterns import PatternTable, load_table
 from pbsyslog.pipeline import Pipeline
 from pbsyslog.policy import NeverList
+from pbsyslog.syslog import parse
 from pbsyslog.tracker import Tracker
 
 NOW = datetime.datetime(2026, 11, 29, 14, 0, 0, tzinfo=datetime.UTC).timestamp()
@@ -120,3 +125,54 @@ def test_header_shortcut_changes_nothing(tmp_path) -> None:  # type: ignore[no-u
         results.append((fed, p.counters, p.tracker.entries(), p.tracker.open_count))
     assert results[0] == results[1]
     assert results[0][1].logins > 100 and results[0][1].failures > 10
+
+
+# ---------------------------------------------------------- resent lines --
+# rsyslog resends, after a reconnect, the frames it had sent into the broken
+# connection (the shipped TCP snippet's template is RFC 5424, microsecond
+# stamps): whatever was already handled arrives a second time, then the
+# stream goes on.  Such a resend must never extend an authorisation.
+
+
+def rsyslog_stream(source: str) -> list[bytes]:
+    """The frames rsyslog forwards with RSYSLOG_SyslogProtocol23Format: the real TCP capture (Dovecot), or a corpus
+    log's lines in that form (Courier, solid-pop3d, Perdition: the daemons whose sessions are keyed by address)."""
+    if source == "dovecot":
+        return StreamFramer().feed((WIRE / "tcp_octet-RSYSLOG_SyslogProtocol23Format.bin").read_bytes())
+    log = REAL / "courier" / "mail.log" if source == "courier" else CORPUS / source / "mail.log"
+    frames = []
+    for text in log.read_text().splitlines():
+        stamp, host, tag, msg = text.split(" ", 3)
+        app, _, pid = tag.rstrip(":").rstrip("]").partition("[")
+        frames.append(f"<22>1 {stamp} {host} {app} {pid or '-'} - -  {msg}".encode())
+    return frames
+
+
+def replay(table: PatternTable, frames: list[bytes]) -> Tracker:
+    """Feed ``frames`` in order, each received a little after its own timestamp (never before an earlier one)."""
+    p = Pipeline(table, Tracker(1800), authorise_loopback=True)
+    now = 0.0
+    for frame in frames:
+        stamp = parse(frame).timestamp
+        now = max(now, stamp.timestamp() + 0.5 if stamp is not None else now)
+        p.feed(frame, now)
+    return p.tracker
+
+
+@pytest.mark.parametrize("source", ["courier", "dovecot", "perdition", "solid-pop3d"])
+def test_rsyslog_resend_after_any_break_never_extends(source: str) -> None:
+    """The stream broken after any frame, the last 1, 3 or 10 frames sent again, then the rest: every address ends
+    with no later deadline and no more open sessions than without the resend (the same, for Dovecot's session ids)."""
+    frames = rsyslog_stream(source)
+    table = load_table(source)
+    once = replay(table, frames)
+    assert once.open_count < len(once)  # logouts closed sessions (else nothing is proven)
+    for cut in range(1, len(frames)):
+        for resent in (1, 3, 10):
+            twice = replay(table, frames[:cut] + frames[max(0, cut - resent):])
+            assert twice.ips() == once.ips(), (cut, resent)
+            for ip in once.ips():
+                assert twice.deadline(ip) <= once.deadline(ip), (cut, resent, ip)  # type: ignore[operator]
+                assert twice.open_sessions(ip) <= once.open_sessions(ip), (cut, resent, ip)
+            if source == "dovecot":
+                assert twice.entries() == once.entries() and twice.all_sessions() == once.all_sessions()

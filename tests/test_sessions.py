@@ -9,8 +9,10 @@ import re
 
 import pytest
 
+from pbsyslog.journal import StateJournal
 from pbsyslog.patterns import load_table
 from pbsyslog.pipeline import Connections, Pipeline
+from pbsyslog.syslog import parse
 from pbsyslog.tracker import Tracker
 
 IP = "192.0.2.7"
@@ -463,3 +465,142 @@ def test_real_logout_lines_keyed_by_address(daemon: str) -> None:
         else:
             assert change is None, text
     assert closed > 0 and tracker.open_count == sum(open_.values())
+
+
+# ---------------------------------------------------------- resent lines --
+# rsyslog resends, after a reconnect, the lines it had sent into the broken
+# connection: the same bytes again.  The security review's finding: for the
+# daemons keyed by address, a login line delivered twice and then its one
+# logout left the address authorised until login + max_session + grace
+# (88,199 s later) instead of logout + grace.
+
+RESENT_GRACE = 1800.0
+RESENT_MAX_SESSION = 86400.0
+
+
+def corpus_session(daemon: str, traditional: bool) -> tuple[list[str], str, str]:
+    """A real session of ``daemon`` by an address that logs in only once in its file: (login lines, logout line, address).
+
+    The login lines are what a resend repeats: the login line, and for
+    popa3d its 'Session from' line before it (built, as the corpus' popa3d
+    ran from inetd, which logs none).
+    """
+    name = "mail.traditional.log" if traditional else "mail.log"
+    if daemon == "popa3d":
+        lines = (CORPUS / "popa3d" / name).read_text().splitlines()
+        login = next(x for x in lines if "popa3d[1192]: Authentication passed" in x)
+        logout = next(x for x in lines if "popa3d[1192]: 0 (0) deleted" in x)
+        head = login.split("popa3d[1192]: ")[0]
+        return [f"{head}popa3d[1192]: Session from 127.52.1.11", login], logout, "127.52.1.11"
+    folder = f"real/{daemon}" if daemon in ("courier", "dovecot") else daemon
+    labels = REAL / "labels.jsonl" if daemon in ("courier", "dovecot") else CORPUS / daemon / "labels.jsonl"
+    rows = [json.loads(x) for x in labels.read_text().splitlines() if x]
+    rows = [r for r in rows if r["file"] == f"{folder}/{name}"]
+    logins = [r for r in rows if r["event"] == "login"]
+    login = next(r for r in logins if sum(other["ip"] == r["ip"] for other in logins) == 1)
+    (logout,) = [r for r in rows if r["event"] == "logout" and r["ip"] == login["ip"]]
+    return [str(login["line"])], str(logout["line"]), str(login["ip"])
+
+
+# daemon -> the kind of key its sessions have
+SESSION_KINDS = {"courier": "ip", "solid-pop3d": "ip", "perdition": "ip", "dovecot": "group", "popa3d": "pid"}
+
+
+@pytest.mark.parametrize("traditional", [False, True], ids=["rfc3339", "rfc3164"])
+@pytest.mark.parametrize("daemon", sorted(SESSION_KINDS))
+def test_login_line_delivered_twice_then_one_logout(daemon: str, traditional: bool) -> None:
+    """Real lines, every kind of key: the login line(s) again a minute later (a resend) open no second session and
+    move nothing; the one logout then leaves logout + grace.
+
+    With RFC 3339 stamps a line counts from its own time (the resend repeats it exactly); the RFC 3164 lines have
+    no usable timestamp and count from their delivery, so there the resend arrives with a later time.
+    """
+    logins, logout, ip = corpus_session(daemon, traditional)
+    p = Pipeline(load_table(daemon), Tracker(RESENT_GRACE, RESENT_MAX_SESSION), authorise_loopback=True)
+    assert (p.table.by_name[p.table.classify(parse(logins[-1].encode())).pattern].session  # type: ignore[union-attr]
+            == SESSION_KINDS[daemon])
+    first = NOW if traditional else stamp(logins[-1]) + 0.25  # when the first delivery arrives
+    sent = first if traditional else stamp(logins[-1])  # what the login counts from
+    for text in logins:
+        p.feed(text.encode(), first)
+    assert p.tracker.deadline(ip) == sent + RESENT_MAX_SESSION + RESENT_GRACE
+    for text in logins:
+        assert p.feed(text.encode(), first + 60) is None  # the resend
+    assert p.tracker.open_sessions(ip) == 1 and p.tracker.repeated == 1
+    assert p.tracker.deadline(ip) == sent + RESENT_MAX_SESSION + RESENT_GRACE
+    change = p.feed(logout.encode(), first + 61)
+    assert change is not None and change.ip == ip and change.change == "shortened"
+    closed = first + 61 if traditional else stamp(logout)
+    assert p.tracker.deadline(ip) == closed + RESENT_GRACE and p.tracker.open_count == 0
+
+
+def test_resent_login_after_a_restart_is_known_by_its_timestamp(tmp_path: pathlib.Path) -> None:
+    """The journal keeps session starts, not lines: after a restart the resent Courier line (microsecond RFC 3339 stamp)
+    has its session's start exactly, so it opens no second one, and the logout leaves logout + grace."""
+    (login,), logout, ip = corpus_session("courier", traditional=False)
+    first = stamp(login) + 0.25
+    p = Pipeline(load_table("courier"), Tracker(RESENT_GRACE, RESENT_MAX_SESSION), authorise_loopback=True)
+    p.feed(login.encode(), first)
+    journal = StateJournal(str(tmp_path / "state"))
+    journal.compact(p.tracker.entries(), p.tracker.all_sessions())
+    journal.close()
+    loaded = StateJournal(str(tmp_path / "state")).load(first + 5, grace=RESENT_GRACE, max_session=RESENT_MAX_SESSION)
+    q = Pipeline(load_table("courier"), Tracker(RESENT_GRACE, RESENT_MAX_SESSION), authorise_loopback=True)
+    floor, keyed = loaded.sessions[ip]
+    q.tracker.restore(ip, loaded.deadlines[ip], loaded.patterns[ip], floor, keyed)
+    assert q.feed(login.encode(), first + 10) is None
+    assert q.tracker.open_sessions(ip) == 1 and q.tracker.repeated == 1
+    assert q.feed(logout.encode(), first + 11) == (ip, "courier-logout", "shortened")
+    assert q.tracker.deadline(ip) == stamp(logout) + RESENT_GRACE
+
+
+def test_two_real_courier_logins_of_one_address_are_two_sessions() -> None:
+    """Two different LOGIN lines of one address (other time, other port) are two sessions: the first logout keeps the
+    address held, the second starts the grace."""
+    rows = [json.loads(x) for x in (REAL / "labels.jsonl").read_text().splitlines() if x]
+    rows = [r for r in rows if r["file"] == "real/courier/mail.log" and r["ip"] == "::1"]
+    logins = [str(r["line"]) for r in rows if r["event"] == "login"][:2]
+    logouts = [str(r["line"]) for r in rows if r["event"] == "logout"][:2]
+    assert len(logins) == len(logouts) == 2 and stamp(logins[0]) != stamp(logins[1])
+    p = Pipeline(load_table("courier"), Tracker(RESENT_GRACE, RESENT_MAX_SESSION), authorise_loopback=True)
+    for text in logins:
+        p.feed(text.encode(), stamp(logins[1]) + 1)
+    assert p.tracker.open_sessions("::1") == 2 and p.tracker.repeated == 0
+    assert p.feed(logouts[0].encode(), stamp(logouts[1]) + 1) is None  # one of two closed: still held
+    assert p.tracker.deadline("::1") == stamp(logins[1]) + RESENT_MAX_SESSION + RESENT_GRACE
+    assert p.feed(logouts[1].encode(), stamp(logouts[1]) + 1) == ("::1", "courier-logout", "shortened")
+    assert p.tracker.deadline("::1") == stamp(logouts[1]) + RESENT_GRACE
+
+
+def test_two_clients_behind_one_address_in_the_same_second() -> None:
+    """RFC 3164 stamps have whole seconds: two Courier logins of one address in the same second, in the same read,
+    differ by their port and stay two sessions."""
+    login = next(x for x in (REAL / "courier" / "mail.traditional.log").read_text().splitlines() if "LOGIN," in x)
+    other = re.sub(r"port=\[\d+\]", "port=[50000]", login)
+    assert other != login
+    p = Pipeline(load_table("courier"), Tracker(RESENT_GRACE, RESENT_MAX_SESSION), authorise_loopback=True)
+    ip = p.feed(login.encode(), NOW).ip  # type: ignore[union-attr]
+    p.feed(other.encode(), NOW)
+    assert p.tracker.open_sessions(ip) == 2 and p.tracker.repeated == 0
+
+
+@pytest.mark.parametrize("traditional", [False, True], ids=["rfc3339", "rfc3164"])
+@pytest.mark.parametrize("daemon", ["courier", "dovecot", "solid-pop3d", "perdition"])
+def test_real_log_with_every_login_line_delivered_twice(daemon: str, traditional: bool) -> None:
+    """A whole real log, each login line delivered a second time just after the first: after every line, the same
+    deadlines, patterns and open sessions as delivering each line once."""
+    name = "mail.traditional.log" if traditional else "mail.log"
+    folder = REAL / daemon if daemon in ("courier", "dovecot") else CORPUS / daemon
+    lines = (folder / name).read_text().splitlines()
+    once = Pipeline(load_table(daemon), Tracker(RESENT_GRACE, 600), authorise_loopback=True)
+    twice = Pipeline(load_table(daemon), Tracker(RESENT_GRACE, 600), authorise_loopback=True)
+    for n, text in enumerate(lines):
+        now = NOW + n if traditional else stamp(text)
+        logins = once.counters.logins
+        once.feed(text.encode(), now)
+        twice.feed(text.encode(), now)
+        if once.counters.logins > logins:  # a login line: delivered again
+            twice.feed(text.encode(), now + 0.5)
+        assert twice.tracker.entries() == once.tracker.entries(), text
+        assert twice.tracker.all_sessions() == once.tracker.all_sessions(), text
+    assert twice.tracker.repeated == once.counters.logins > 0

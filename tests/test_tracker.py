@@ -152,3 +152,136 @@ def test_expire_takes_exactly_what_is_due_in_deadline_order(steps: list, grace: 
             due = sorted((d, ip) for ip, d in before.items() if d <= clock)
             assert t.expire(clock) == [ip for _, ip in due]
             assert {ip: t.deadline(ip) for ip in t.ips()} == {ip: d for ip, d in before.items() if d > clock}
+
+
+# ------------------------------------------------------- repeated logins --
+# A line delivered twice (rsyslog resends what it sent into a broken
+# connection) is the same login: see the tracker's module header.
+
+IP = "192.0.2.7"
+BY_ADDRESS = ("ip", "vm", "pop3d", IP)
+
+
+def test_repeated_counted_login_opens_no_second_session() -> None:
+    """The security review's case: a login line twice under an address key, then its one logout: logout + grace, not the cap."""
+    t = Tracker(grace=1800, max_session=86400)
+    assert t.login(IP, 100.25, "courier-login", BY_ADDRESS, counted=True, line=11) == "added"
+    assert t.login(IP, 100.25, "courier-login", BY_ADDRESS, counted=True, line=11) is None
+    assert t.open_sessions(IP) == 1 and t.repeated == 1
+    assert t.logout(BY_ADDRESS, 101) == (IP, "shortened")
+    assert t.deadline(IP) == 101 + 1800 and t.open_count == 0
+
+
+def test_repeat_delivered_later_changes_nothing() -> None:
+    """A repeat that arrives later (a line without a usable timestamp counts from its delivery) moves no start, floor or pattern."""
+    for key, counted in ((BY_ADDRESS, True), (("group", "vm", "dovecot", "K1"), False), (("pid", "vm", "popa3d", "9"), False)):
+        t = Tracker(grace=30, max_session=600)
+        t.login(IP, 100, "first", key, counted, line="L")
+        assert t.take_touched() == {IP}
+        assert t.login(IP, 160, "second", key, counted, line="L") is None
+        assert t.deadline(IP) == 100 + 600 + 30 and t.pattern(IP) == "first"
+        assert t.sessions(IP) == (130, [(key, [100])]) and t.take_touched() == set()
+        assert t.logout(key, 200) == (IP, "shortened") and t.deadline(IP) == 230
+
+
+def test_different_lines_at_the_same_time_are_two_sessions() -> None:
+    """Two clients behind one address in the same second (lines that differ, say by port) are two sessions under a counted key."""
+    t = Tracker(grace=30, max_session=3600)
+    t.login(IP, 100, session=BY_ADDRESS, counted=True, line="port 1")
+    t.login(IP, 100, session=BY_ADDRESS, counted=True, line="port 2")
+    assert t.open_sessions(IP) == 2 and t.repeated == 0
+    assert t.logout(BY_ADDRESS, 200) == (IP, None)
+    assert t.logout(BY_ADDRESS, 300) == (IP, "shortened") and t.deadline(IP) == 330
+
+
+def test_different_times_are_two_sessions_with_or_without_lines() -> None:
+    """Logins at different times are different logins, whether their lines are known or not."""
+    for lines in ((None, None), ("a", "b"), ("a", None)):
+        t = Tracker(grace=30, max_session=3600)
+        t.login(IP, 100, session=BY_ADDRESS, counted=True, line=lines[0])
+        t.login(IP, 100.000001, session=BY_ADDRESS, counted=True, line=lines[1])
+        assert t.open_sessions(IP) == 2, lines
+
+
+def test_unknown_lines_are_compared_by_time() -> None:
+    """Without a line on either side (a caller that gives none, a restored session) the same time is the same login."""
+    t = Tracker(grace=30, max_session=3600)
+    t.login(IP, 100, session=BY_ADDRESS, counted=True)
+    t.login(IP, 100, session=BY_ADDRESS, counted=True, line="x")
+    t.login(IP, 100, session=BY_ADDRESS, counted=True)
+    assert t.open_sessions(IP) == 1 and t.repeated == 2
+
+
+def test_restored_session_is_known_again_by_its_start() -> None:
+    """The journal keeps no lines: after a restart a resent login with the same (sender's) time opens no second session."""
+    t = Tracker(grace=30, max_session=3600)
+    t.restore(IP, 100.125 + 3600 + 30, "courier-login", 130.125, [(BY_ADDRESS, [100.125])])
+    assert t.login(IP, 100.125, "courier-login", BY_ADDRESS, counted=True, line=5) is None
+    assert t.open_sessions(IP) == 1
+    assert t.login(IP, 100.5, "courier-login", BY_ADDRESS, counted=True, line=6) == "extended"  # later: a new session
+    assert t.open_sessions(IP) == 2
+    assert t.login(IP, 100.5, "courier-login", BY_ADDRESS, counted=True, line=6) is None
+    assert t.open_sessions(IP) == 2 and t.repeated == 2
+
+
+def test_resent_login_after_its_logout_opens_again_and_its_resent_logout_closes_it() -> None:
+    """Only open sessions are remembered: a resend of login and logout (in order) leaves the deadline at logout + grace."""
+    t = Tracker(grace=30, max_session=3600)
+    t.login(IP, 100, session=BY_ADDRESS, counted=True, line="L")
+    t.logout(BY_ADDRESS, 110)
+    assert t.login(IP, 100, session=BY_ADDRESS, counted=True, line="L") == "extended"
+    assert t.open_sessions(IP) == 1
+    assert t.logout(BY_ADDRESS, 110) == (IP, "shortened") and t.deadline(IP) == 140
+
+
+def test_lines_stay_with_their_sessions() -> None:
+    """Sessions opened out of order, closed oldest first and evicted: each remaining session still knows its own line."""
+    t = Tracker(grace=30, max_session=3600, max_sessions=3)
+    for when, line in ((100, "a"), (90, "b"), (95, "c")):
+        t.login(IP, when, session=BY_ADDRESS, counted=True, line=line)
+    assert t.sessions(IP) == (130, [(BY_ADDRESS, [90, 95, 100])])
+    t.logout(BY_ADDRESS, 120)  # closes b (90)
+    assert t.login(IP, 90, session=BY_ADDRESS, counted=True, line="b") is None  # b is new again: opens
+    assert t.open_sessions(IP) == 3
+    t.login("192.0.2.8", 130, session=("s", 1), line="d")  # evicts the oldest: b again
+    for line in ("a", "c", "d"):
+        owner = "192.0.2.8" if line == "d" else IP
+        key = ("s", 1) if line == "d" else BY_ADDRESS
+        before = t.all_sessions()
+        assert t.login(owner, 1, session=key, counted=key == BY_ADDRESS, line=line) is None
+        assert t.all_sessions() == before, line
+    assert t.repeated == 3
+
+
+_SESSION_STEPS = st.lists(st.one_of(
+    # login: ip, key (1-2 counted, 3-4 one session), time, resent (and how much later)
+    st.tuples(st.just("login"), st.sampled_from(_IPS[:3]), st.sampled_from([1, 2, 3, 4]), _TIMES,
+              st.sampled_from([None, 0.0, 0.5, 30.0])),
+    st.tuples(st.just("logout"), st.sampled_from([1, 2, 3, 4]), _TIMES),
+    st.tuples(st.just("expire"), _TIMES),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=_SESSION_STEPS, max_sessions=st.sampled_from([2, 5, 100]))
+def test_a_login_delivered_again_at_once_changes_nothing(steps: list, max_sessions: int) -> None:
+    """Any history, with some logins delivered a second time right after (same line, same or later time),
+    leaves every deadline, pattern and open session exactly as delivering each once does."""
+    once = Tracker(3.0, max_session=20.0, max_sessions=max_sessions)
+    twice = Tracker(3.0, max_session=20.0, max_sessions=max_sessions)
+    clock = 0.0
+    for n, step in enumerate(steps):
+        kind = step[0]
+        clock = max(clock, step[-2] if kind == "login" else step[-1])
+        for t in (once, twice):
+            if kind == "login":
+                key = ("k", step[2])
+                t.login(step[1], clock, "p", key, step[2] <= 2, line=n)
+                if t is twice and step[4] is not None:
+                    t.login(step[1], clock + step[4], "q", key, step[2] <= 2, line=n)
+            elif kind == "logout":
+                t.logout(("k", step[1]), clock)
+            else:
+                t.expire(clock)
+        assert twice.entries() == once.entries() and twice.all_sessions() == once.all_sessions(), n
+        assert twice.open_count == once.open_count
