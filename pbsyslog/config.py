@@ -550,6 +550,15 @@ class Config:
     # key 2001:db8::5 would authorise 2001:db8::5:1 too.  "exact-only" keeps
     # such keys out of the file and SQL maps (socketmap and policy answer
     # for them); "allow-parent-match" writes them anyway.
+    # Only the daemon can authorise: a login needs an origin (STRUCTURED-DATA
+    # written by the forwarding rsyslog from imuxsock's trusted properties)
+    # that its group's [[origin]] rule allows.  Off by default: it needs the
+    # rsyslog side (conf/rsyslog/pbsyslog-origin.conf).
+    require_origin: bool = setting(
+        False, _bool, "logins authorise only with an origin their group's ``[[origin]]`` rule allows")
+    extra_origins: tuple[Mapping[str, Any], ...] = setting(
+        (), _extra_patterns, "``[[origin]]`` tables: group, uids, exe (replace the built-in rule of that group)",
+        key="origin")
     ipv6_file_maps: str = setting(
         "exact-only", _ipv6_file_maps,
         "``exact-only``: no IPv6 key in a file/SQL map that Postfix would match for other clients")

@@ -53,13 +53,13 @@ ignored.  Matching never looks at the facility.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import NamedTuple
 
 import attrs
 
 from pbsyslog.config import Config
-from pbsyslog.patterns import Pattern, PatternTable
+from pbsyslog.patterns import OriginRule, Pattern, PatternTable, load_origins
 from pbsyslog.policy import NeverList
 from pbsyslog.syslog import MalformedMessage, parse
 from pbsyslog.tracker import Change, Tracker
@@ -168,6 +168,7 @@ class Pipeline:
         return cls(
             table, Tracker(config.grace, config.max_session), config.authorise_loopback, config.max_tracked,
             config.max_pending, config.pending_age, config.logout_tracking, never=never,
+            origins=load_origins(config.extra_origins) if config.require_origin else None,
         )
 
     def __init__(
@@ -180,12 +181,15 @@ class Pipeline:
         pending_age: float = 300.0,
         logout_tracking: bool = True,
         never: NeverList | None = None,
+        origins: Mapping[str, OriginRule] | None = None,
     ) -> None:
         self.table = table
         self.tracker = tracker
         # Who may never be authorised; without a NeverList, the special
         # ranges only (loopback as authorise_loopback says).
         self.never = never if never is not None else NeverList(authorise_loopback=authorise_loopback)
+        # require_origin: each group's rule for who may write its lines; None: not required.
+        self.origins = origins
         self.max_tracked = max_tracked
         self.connections = Connections(max_pending, pending_age)
         self.logout_tracking = logout_tracking
@@ -274,6 +278,13 @@ class Pipeline:
             counters.unpaired += 1
             return None
         counters.logins += 1
+        origins = self.origins
+        if origins is not None:
+            rule = origins.get(entry.group)
+            if rule is None or not rule.allows(message.origin):
+                counters.refused += 1
+                counters.ignored["origin"] = counters.ignored.get("origin", 0) + 1
+                return Refused(ip, "origin")
         reason = self.never.reason(ip)
         if reason is not None:
             counters.refused += 1

@@ -35,7 +35,7 @@ from pbsyslog.memo import remember
 from pbsyslog.metrics import Metrics
 from pbsyslog.outputs import Outputs
 from pbsyslog.outputs.berkeley import output_filename
-from pbsyslog.patterns import load_table
+from pbsyslog.patterns import load_origins, load_table
 from pbsyslog.pipeline import Moved, Pipeline, Refused
 from pbsyslog.policy import NeverList, never_list
 from pbsyslog.tracker import Change
@@ -216,6 +216,7 @@ class PbsyslogService(Service):
         try:
             new = self._reload_config()
             table = load_table(new.patterns, extra=new.extra_patterns)
+            origins = load_origins(new.extra_origins) if new.require_origin else None
         except Exception as e:
             log.error("reload refused, the running configuration stays: {error}", error=e)
             return
@@ -228,11 +229,13 @@ class PbsyslogService(Service):
                 trust.update(listener.allow, listener.hostnames)
         self.pipeline.table = table
         self.pipeline.never = logged_never_list(new)
+        self.pipeline.origins = origins
         self.tracker.grace = new.grace
         self.config = attrs.evolve(
             self.config, patterns=new.patterns, extra_patterns=new.extra_patterns,
             authorise_loopback=new.authorise_loopback, authorise_link_local=new.authorise_link_local,
             mynetworks=new.mynetworks, never=new.never, grace=new.grace,
+            require_origin=new.require_origin, extra_origins=new.extra_origins,
             listen=new.listen if bindings == [x.binding for x in new.listen] else self.config.listen,
         )
         log.info("reloaded configuration: {n} patterns, grace {grace:g} s; {ips} authorisations kept",

@@ -55,24 +55,64 @@ from __future__ import annotations
 import datetime
 import functools
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class MalformedMessage(ValueError):
     """A frame that is not a syslog message we can parse."""
 
 
+class Origin(NamedTuple):
+    """Who wrote a line on its host, as the forwarding rsyslog's imuxsock saw it (SCM_CREDENTIALS, /proc).
+
+    Carried in the RFC 5424 STRUCTURED-DATA element ``ORIGIN_SD_ID`` that
+    pbsyslog's rsyslog snippets add (``uid`` and ``exe``), never taken from
+    MSG.  Empty text where rsyslog could not tell (an exe of a process that
+    had already exited).
+    """
+
+    uid: str
+    exe: str
+
+
+# The SD-ID of the element pbsyslog's snippets write (32473 is the private
+# enterprise number RFC 5612 sets aside for documentation and examples).
+ORIGIN_SD_ID = "pbsyslog@32473"
+_ORIGIN_PARAM = re.compile(r'\x20(uid|exe)="((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _origin(sd: str) -> Origin | None:
+    """The ``ORIGIN_SD_ID`` element of a STRUCTURED-DATA text (its first one), or None."""
+    start = sd.find("[" + ORIGIN_SD_ID + " ")
+    if start < 0:
+        return None
+    params: dict[str, str] = {}
+    pos = start + len(ORIGIN_SD_ID) + 1
+    while True:
+        m = _ORIGIN_PARAM.match(sd, pos)
+        if m is None:
+            break
+        params.setdefault(m.group(1), _ESCAPE.sub(r"\1", m.group(2)))
+        pos = m.end()
+    if sd[pos:pos + 1] != "]" or "uid" not in params:
+        return None  # not the element as the snippets write it
+    return Origin(params["uid"], params.get("exe", ""))
+
+
 class SyslogMessage:
     """The parsed header and the MSG part of one syslog message.
 
     Fields: facility, severity, timestamp, hostname, program, pid, message
-    (the constructor takes them in that order).  Immutable by convention:
-    see the module header for why this is not a frozen attrs class.
+    (the constructor takes them in that order), and ``origin`` (keyword):
+    the ``Origin`` a trusted forwarder wrote into STRUCTURED-DATA, or None.
+    Immutable by convention: see the module header for why this is not a
+    frozen attrs class.
     """
 
     # ``_timestamp`` holds a datetime or None, or, until ``timestamp`` is
     # first read, the RFC 3339 text it is parsed from.
-    __slots__ = ("facility", "severity", "_timestamp", "hostname", "program", "pid", "message")
+    __slots__ = ("facility", "severity", "_timestamp", "hostname", "program", "pid", "message", "origin")
 
     facility: int | None
     severity: int | None
@@ -81,6 +121,7 @@ class SyslogMessage:
     program: str | None
     pid: str | None
     message: str
+    origin: Origin | None
 
     def __init__(
         self,
@@ -91,6 +132,7 @@ class SyslogMessage:
         program: str | None,
         pid: str | None,
         message: str,
+        origin: Origin | None = None,
     ) -> None:
         self.facility = facility
         self.severity = severity
@@ -99,6 +141,7 @@ class SyslogMessage:
         self.program = program
         self.pid = pid
         self.message = message
+        self.origin = origin
 
     @property
     def timestamp(self) -> datetime.datetime | None:
@@ -111,7 +154,7 @@ class SyslogMessage:
     def _fields(self) -> tuple[Any, ...]:
         return (
             self.facility, self.severity, self.timestamp, self.hostname,
-            self.program, self.pid, self.message,
+            self.program, self.pid, self.message, self.origin,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -128,7 +171,7 @@ class SyslogMessage:
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        names = ("facility", "severity", "timestamp", "hostname", "program", "pid", "message")
+        names = ("facility", "severity", "timestamp", "hostname", "program", "pid", "message", "origin")
         inner = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._fields(), strict=True))
         return f"SyslogMessage({inner})"
 
@@ -163,7 +206,7 @@ _RFC5424 = re.compile(
     (?P<app>\S+)\x20
     (?P<procid>\S+)\x20
     \S+\x20                                 # MSGID: not kept
-    (?:-|(?:\[(?:[^\]"\\]++|\\.|"(?:[^"\\]++|\\.)*+")*+\])++)
+    (?P<sd>-|(?:\[(?:[^\]"\\]++|\\.|"(?:[^"\\]++|\\.)*+")*+\])++)
     (?:\x20(?P<msg>.*))?
     \Z
     """,
@@ -261,6 +304,7 @@ def parse(frame: bytes, now: datetime.datetime | None = None) -> SyslogMessage:
     message.program = prog
     message.pid = pid or None
     message.message = msg
+    message.origin = None
     return message
 
 
@@ -294,7 +338,7 @@ def _after_pri(
     if m is None:
         # Not RFC 5424 after all: rsyslog falls back to RFC 3164 too.
         return _rfc3164_regex(text, pos, facility, severity, now)
-    ts, host, app, procid, msg = m.group("ts", "host", "app", "procid", "msg")
+    ts, host, app, procid, sd, msg = m.group("ts", "host", "app", "procid", "sd", "msg")
     if msg is None:
         msg = ""
     else:
@@ -310,6 +354,7 @@ def _after_pri(
         None if app == "-" else app,
         None if procid == "-" else procid,
         msg,
+        None if sd == "-" else _origin(sd),
     )
 
 

@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from pbsyslog.config import Config, ConfigError, load, parse_hostport, parse_socketmap
 from pbsyslog.inputs.tls import TLSSetupError, server_options
-from pbsyslog.patterns import PatternError, load_table
+from pbsyslog.patterns import PatternError, load_origins, load_table
 
 
 class Options(usage.Options):
@@ -61,6 +61,7 @@ class Options(usage.Options):
         try:
             self.config = self._build_config()
             load_table(self.config.patterns, extra=self.config.extra_patterns)
+            load_origins(self.config.extra_origins)
             check_map_directory(self.config.dbfile)
             for listener in self.config.listen:
                 if listener.tls_cert is not None:  # tls, or relp over TLS

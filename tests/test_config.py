@@ -117,7 +117,8 @@ def test_unknown_key_lists_every_known_key_sorted() -> None:
         "unknown setting 'grase' (known: authorise_link_local, authorise_loopback, commit_interval, dbfile, "
         "expire_interval, grace, idle_timeout, insecure_remote, ipv6_file_maps, listen, logout_tracking, map_kind, map_value, "
         "max_connections, max_connections_per_peer, max_frame, max_pending, max_session, max_tracked, metrics, "
-        "mynetworks, never, output, pattern, patterns, pending_age, policy, socketmap, udp_rate, udp_receive_buffer)"
+        "mynetworks, never, origin, output, pattern, patterns, pending_age, policy, require_origin, socketmap, udp_rate, "
+        "udp_receive_buffer)"
     )
 
 

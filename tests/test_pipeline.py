@@ -176,3 +176,23 @@ def test_rsyslog_resend_after_any_break_never_extends(source: str) -> None:
                 assert twice.open_sessions(ip) <= once.open_sessions(ip), (cut, resent, ip)
             if source == "dovecot":
                 assert twice.entries() == once.entries() and twice.all_sessions() == once.all_sessions()
+
+
+def test_require_origin_takes_only_the_daemons_own_lines() -> None:
+    """With origin rules, a Dovecot login authorises only with the origin of Dovecot's log process."""
+    from pbsyslog.patterns import load_origins
+    from pbsyslog.pipeline import Moved, Refused
+
+    p = Pipeline(load_table(), Tracker(1800), origins=load_origins())
+    line = (b'<22>1 2026-11-29T14:00:00+00:00 vm dovecot - - %s pop3-login: Login: user=<a>, method=PLAIN, '
+            b'rip=%s, lip=192.0.2.1, mpid=1')
+    dovecot = b'[pbsyslog@32473 uid="0" exe="\\/usr\\/lib\\/dovecot\\/log"]'
+    logger = b'[pbsyslog@32473 uid="0" exe="\\/usr\\/bin\\/logger"]'
+    nobody = b'[pbsyslog@32473 uid="65534" exe="\\/usr\\/lib\\/dovecot\\/log"]'
+    assert p.feed(line % (dovecot, b"192.0.2.7"), NOW) == Moved("192.0.2.7", "dovecot-login", "added")
+    for sd, ip in ((logger, b"192.0.2.8"), (nobody, b"192.0.2.9"), (b"-", b"192.0.2.10")):
+        assert p.feed(line % (sd, ip), NOW) == Refused(ip.decode(), "origin"), sd
+    assert p.counters.ignored["origin"] == 3 and p.tracker.ips() == {"192.0.2.7"}
+    # A group without a rule authorises nothing when origins are required.
+    courier = b"<22>1 2026-11-29T14:00:00+00:00 vm pop3d - - " + dovecot + b" LOGIN, user=a, ip=[192.0.2.11], port=[4]"
+    assert p.feed(courier, NOW) == Refused("192.0.2.11", "origin")

@@ -28,12 +28,13 @@ routing, ``classify``, ``match``, ``ignores``) and ``loader`` (the packaged
 entries, the admin's, and ``load_table``).
 """
 
-from pbsyslog.patterns.loader import builtin_entries, load_table
+from pbsyslog.patterns.loader import builtin_entries, load_origins, load_table
 from pbsyslog.patterns.model import (
     ENTRY_KINDS,
     KINDS,
     SESSION_KEYS,
     AuthEvent,
+    OriginRule,
     Pattern,
     PatternError,
     Sample,
@@ -46,11 +47,13 @@ __all__ = [
     "KINDS",
     "SESSION_KEYS",
     "AuthEvent",
+    "OriginRule",
     "Pattern",
     "PatternError",
     "PatternTable",
     "Sample",
     "builtin_entries",
+    "load_origins",
     "load_table",
     "normalise_ip",
 ]

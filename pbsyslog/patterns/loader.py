@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pbsyslog.patterns.entries import check_unique, nested_repeat, parse_entry
-from pbsyslog.patterns.model import Pattern, PatternError
+from pbsyslog.patterns.model import OriginRule, Pattern, PatternError
 from pbsyslog.patterns.table import PatternTable, checked_table
 
-__all__ = ["builtin_entries", "load_table"]
+__all__ = ["builtin_entries", "load_origins", "load_table"]
 
 
 def builtin_entries() -> list[dict[str, Any]]:
@@ -117,3 +117,35 @@ def _merge(builtin: list[Pattern], extras: list[Pattern]) -> list[Pattern]:
             merged.append(pattern)
     return merged
 
+
+
+def load_origins(extra: Iterable[Mapping[str, Any]] = ()) -> dict[str, OriginRule]:
+    """The origin rule of each group: the packaged ``[[origin]]`` tables, each replaced by the admin's for its group."""
+    try:
+        packaged = tomllib.loads(_builtin_text()).get("origin", [])
+    except tomllib.TOMLDecodeError as e:
+        raise PatternError(None, f"the packaged patterns.toml is not valid TOML: {e}") from None
+    rules = {rule.group: rule for rule in (_origin_rule(raw, "packaged origin") for raw in packaged)}
+    rules.update((rule.group, rule) for rule in (_origin_rule(raw, "origin") for raw in extra))
+    return rules
+
+
+def _origin_rule(raw: Any, what: str) -> OriginRule:
+    """Check one ``[[origin]]`` table: group, and uids (numbers) and/or exe (absolute paths)."""
+    if not isinstance(raw, Mapping):
+        raise PatternError(None, f"{what}: expected a table with group, uids and/or exe")
+    group = raw.get("group")
+    if not isinstance(group, str) or not group:
+        raise PatternError(None, f"{what}: 'group' must name a pattern group")
+    unknown = sorted(set(raw) - {"group", "uids", "exe"})
+    if unknown:
+        raise PatternError(group, f"{what}: unknown key {unknown[0]!r} (known: exe, group, uids)")
+    uids = raw.get("uids", [])
+    exes = raw.get("exe", [])
+    if not isinstance(uids, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in uids):
+        raise PatternError(group, f"{what}: 'uids' must be a list of user ids (numbers)")
+    if not isinstance(exes, list) or not all(isinstance(e, str) and e.startswith("/") for e in exes):
+        raise PatternError(group, f"{what}: 'exe' must be a list of absolute paths")
+    if not uids and not exes:
+        raise PatternError(group, f"{what}: give uids, exe or both (an empty rule would let anyone through)")
+    return OriginRule(group, frozenset(str(u) for u in uids), frozenset(exes))

@@ -26,6 +26,7 @@ import re
 import attrs
 
 from pbsyslog.addresses import unmapped
+from pbsyslog.syslog import Origin
 
 __all__ = [
     "CACHED_LINE",
@@ -192,3 +193,23 @@ def new_event(
 # at most CACHED_LINE characters.
 CACHED_LINE = 300
 cached_event = functools.lru_cache(maxsize=1024)(new_event)
+
+
+@attrs.frozen
+class OriginRule:
+    """Who may write a group's lines on its host: the sender's uids and programs (``exe``), as the forwarder saw them.
+
+    Compared with the ``Origin`` that pbsyslog's rsyslog snippets put into
+    each message's STRUCTURED-DATA (from imuxsock's trusted properties).  An
+    empty set places no condition; a rule always has at least one non-empty.
+    """
+
+    group: str
+    uids: frozenset[str]
+    exes: frozenset[str]
+
+    def allows(self, origin: Origin | None) -> bool:
+        """Say whether a line with ``origin`` may be this group's (None: the line has no origin: never)."""
+        if origin is None:
+            return False
+        return (not self.uids or origin.uid in self.uids) and (not self.exes or origin.exe in self.exes)
