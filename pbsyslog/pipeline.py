@@ -87,6 +87,15 @@ class Counters:
     matches: dict[tuple[str, str], int] = attrs.Factory(dict)
 
 
+# The longest MSG a login line may have.  No daemon writes a login line
+# near this long (the corpus' longest is about 200 characters; a 255-byte
+# user name adds little more), while a line cut by a relay (at 1024, 2048 or
+# 8096 bytes) is always longer: a cut line can end right after text a user
+# name smuggled in (status="ok", "log on successful from ADDR") and read as
+# a login.  Such a line is refused, never authorised.
+MAX_LOGIN_MESSAGE = 640
+
+
 class Moved(NamedTuple):
     """A line moved ``ip``'s deadline: the map and the journal must follow."""
 
@@ -278,6 +287,10 @@ class Pipeline:
             counters.unpaired += 1
             return None
         counters.logins += 1
+        if len(message.message) > MAX_LOGIN_MESSAGE:
+            counters.refused += 1
+            counters.ignored["too long"] = counters.ignored.get("too long", 0) + 1
+            return Refused(ip, "too long")
         origins = self.origins
         if origins is not None:
             rule = origins.get(entry.group)

@@ -196,3 +196,20 @@ def test_require_origin_takes_only_the_daemons_own_lines() -> None:
     # A group without a rule authorises nothing when origins are required.
     courier = b"<22>1 2026-11-29T14:00:00+00:00 vm pop3d - - " + dovecot + b" LOGIN, user=a, ip=[192.0.2.11], port=[4]"
     assert p.feed(courier, NOW) == Refused("192.0.2.11", "origin")
+
+
+def test_a_failed_login_cut_by_a_relay_authorises_nothing() -> None:
+    """A perdition failure whose user name smuggles status="ok", cut at 1024 bytes right after it, is refused as too long."""
+    from pbsyslog.pipeline import MAX_LOGIN_MESSAGE, Refused
+
+    head = (b'<22>Nov 29 14:22:55 vm perdition.pop3[32478]: Auth: 6.6.6.66:38843->127.0.0.1:41303 '
+            b'client-secure=plaintext authorisation_id=NONE authentication_id="')
+    tail = b'" server="127.0.0.1:44011" protocol=POP3 server-secure=plaintext status="ok"'
+    padding = b"x" * (1024 - len(head) - len(tail))
+    cut = head + padding + tail  # what is left of the failure line after a relay's 1024-byte cut
+    assert len(cut) == 1024 and len(cut) - cut.index(b"Auth:") > MAX_LOGIN_MESSAGE
+    table = load_table()
+    from pbsyslog.syslog import parse
+    assert table.classify(parse(cut)).kind == "login"  # the table alone would take it for a login
+    p = Pipeline(table, Tracker(1800))
+    assert p.feed(cut, NOW) == Refused("6.6.6.66", "too long") and "6.6.6.66" not in p.tracker
