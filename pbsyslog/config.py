@@ -537,6 +537,9 @@ class Config:
         32, partial(_int, low=0, high=1_000_000), "TCP connections per sender (32)")
     idle_timeout: float = setting(
         86400.0, partial(_seconds, allow_zero=True), "seconds a silent TCP connection stays open (86400)")
+    first_frame_timeout: float = setting(
+        10.0, partial(_seconds, allow_zero=True),
+        "seconds a new TCP/TLS/RELP connection has to deliver its first frame, TLS handshake included (10)")
     udp_rate: float = setting(20000.0, _rate, "datagrams per second per sender (20000)")
     udp_receive_buffer: int = setting(  # bytes asked for each UDP socket's receive queue
         32 << 20, partial(_int, low=0, high=1 << 30),

@@ -96,6 +96,7 @@ def bind(service: PbsyslogService) -> Bound:
         max_connections=config.max_connections,
         max_connections_per_peer=config.max_connections_per_peer,
         idle_timeout=config.idle_timeout,
+        first_frame_timeout=config.first_frame_timeout,
         udp_rate=config.udp_rate,
         udp_receive_buffer=config.udp_receive_buffer,
     )

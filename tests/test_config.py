@@ -115,7 +115,7 @@ def test_unknown_key_lists_every_known_key_sorted() -> None:
         Config.from_mapping({"zzz": 1, "grase": 10, "grace": "bad"})
     assert str(info.value) == (
         "unknown setting 'grase' (known: authorise_link_local, authorise_loopback, commit_interval, dbfile, "
-        "expire_interval, grace, idle_timeout, insecure_remote, ipv6_file_maps, listen, logout_tracking, map_kind, map_value, "
+        "expire_interval, first_frame_timeout, grace, idle_timeout, insecure_remote, ipv6_file_maps, listen, logout_tracking, map_kind, map_value, "
         "max_connections, max_connections_per_peer, max_frame, max_pending, max_session, max_tracked, metrics, "
         "mynetworks, never, origin, output, pattern, patterns, pending_age, policy, require_origin, socketmap, udp_rate, "
         "udp_receive_buffer)"

@@ -308,6 +308,7 @@ def test_connection_limit_per_peer_applies() -> None:
     """The stream listener's per-peer connection cap applies to RELP too, and frees on close."""
     listener = Listener(max_per_peer=1)
     proto, transport = listener.connect()
+    proto.dataReceived(open_frame())  # a session that has opened holds its slot
     assert listener.connect()[0] is None and listener.counters.connections_over_limit == 1
     proto.connectionLost(None)
     assert listener.connect()[0] is not None

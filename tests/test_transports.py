@@ -1,5 +1,7 @@
 """Listener bounds: frame size, UDP rate, TCP connection caps and idle timeout, all counted."""
 
+from typing import Any
+
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -75,19 +77,56 @@ def test_tcp_oversize_and_bad_frames_counted_connection_stays() -> None:
 
 
 def test_connection_caps_per_peer_and_total() -> None:
-    """Connections beyond the per-peer or per-listener cap are refused and counted; closing frees a slot."""
+    """Connections beyond the per-peer or per-listener cap are refused and counted (when every one has spoken); closing frees a slot."""
     h = Harness(max_connections=3, max_connections_per_peer=2)
     factory = SyslogStreamFactory(h.ctx)
-    a1, _ = h.connect(factory, "127.0.0.1")
-    a2, _ = h.connect(factory, "127.0.0.1")
-    a3, _ = h.connect(factory, "127.0.0.1")
-    b1, _ = h.connect(factory, "127.0.0.2")
-    b2, _ = h.connect(factory, "127.0.0.2")
+
+    def speaking(host: str) -> Any:
+        proto, _ = h.connect(factory, host)
+        if proto is not None:
+            proto.dataReceived(b"<22>a\n")
+        return proto
+
+    a1 = speaking("127.0.0.1")
+    a2 = speaking("127.0.0.1")
+    a3 = speaking("127.0.0.1")
+    b1 = speaking("127.0.0.2")
+    b2 = speaking("127.0.0.2")
     assert a1 and a2 and a3 is None and b1 and b2 is None
     assert h.counters.connections_over_limit == 2
     a1.connectionLost(None)  # type: ignore[attr-defined]
     assert h.connect(factory, "127.0.0.2")[0] is not None
     assert factory.open_connections == 3
+
+
+def test_silent_connections_cannot_hold_the_slots_a_sender_needs() -> None:
+    """At the cap, a new connection closes the oldest one that never delivered a frame; speaking ones stay."""
+    h = Harness(max_connections=10, max_connections_per_peer=2)
+    factory = SyslogStreamFactory(h.ctx)
+    talker, _ = h.connect(factory, "127.0.0.1")
+    talker.dataReceived(b"<22>a\n")  # type: ignore[union-attr]
+    idle, idle_transport = h.connect(factory, "127.0.0.1")
+    fresh, _ = h.connect(factory, "127.0.0.1")  # rsyslog's reconnect, say
+    assert fresh is not None and idle_transport.disconnecting and h.counters.silent_evicted == 1
+    idle.connectionLost(None)  # type: ignore[union-attr]  # what Twisted then calls: no count moves twice
+    assert factory.open_connections == 2
+    fresh.dataReceived(b"<22>b\n")  # type: ignore[union-attr]
+    assert h.connect(factory, "127.0.0.1")[0] is None and h.counters.connections_over_limit == 1
+
+
+def test_first_frame_timeout_then_idle_timeout() -> None:
+    """A connection has first_frame_timeout for its first frame (handshake included), then idle_timeout."""
+    h = Harness(idle_timeout=600, first_frame_timeout=10)
+    silent, silent_transport = h.connect(SyslogStreamFactory(h.ctx))
+    talker, talker_transport = h.connect(SyslogStreamFactory(h.ctx))
+    h.clock.advance(5)
+    talker.dataReceived(b"<22>a\n")  # type: ignore[union-attr]
+    h.clock.advance(6)
+    assert silent_transport.disconnecting and not talker_transport.disconnecting
+    h.clock.advance(590)
+    assert not talker_transport.disconnecting
+    h.clock.advance(10)
+    assert talker_transport.disconnecting
 
 
 def test_idle_connection_closed_and_data_keeps_it_open() -> None:

@@ -36,6 +36,7 @@ class TransportCounters:
     rate_limited: int = 0
     connections_over_limit: int = 0
     idle_closed: int = 0
+    silent_evicted: int = 0  # connections without a first frame closed to make room for a new one
 
 
 @attrs.frozen
@@ -46,6 +47,9 @@ class Limits:
     max_connections: int = 256
     max_connections_per_peer: int = 32
     idle_timeout: float = 0.0
+    # A stream connection (TCP, TLS, RELP) that has not delivered its first
+    # frame (a TLS one still in its handshake included) is closed after this.
+    first_frame_timeout: float = 0.0
     udp_rate: float = 0.0  # datagrams per second per peer; burst is one second's worth
     udp_receive_buffer: int = 0  # bytes asked for a UDP socket's receive queue; 0: the OS default
 

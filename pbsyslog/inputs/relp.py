@@ -331,7 +331,10 @@ class RelpProtocol(SyslogStreamProtocol):
         session, ctx = self.session, self._ctx
         before = session.messages
         write = self.transport.write
-        for action in session.feed(data):
+        actions = session.feed(data)
+        if session.opened:
+            self.spoke()  # a RELP session that has opened is no silent socket
+        for action in actions:
             if isinstance(action, Deliver):
                 # The ack goes out only once the sink has returned: the
                 # message is then in the tracker.  A sink that raised is

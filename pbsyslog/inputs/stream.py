@@ -26,6 +26,7 @@ on unread.  Refusals are logged at most once a minute per peer and reason.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -66,8 +67,25 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         self.callLater = self._ctx.clock.callLater  # type: ignore[method-assign]
 
     def connectionMade(self) -> None:
-        if self._ctx.limits.idle_timeout > 0:
-            self.setTimeout(self._ctx.limits.idle_timeout)
+        # Until its first frame a connection has first_frame_timeout (and may
+        # be closed to make room for a new one: see the factory's admit);
+        # then idle_timeout.
+        limits = self._ctx.limits
+        timeout = limits.first_frame_timeout or limits.idle_timeout
+        if timeout > 0:
+            self.setTimeout(timeout)
+        self._factory.silent(self)
+
+    def spoke(self) -> None:
+        """The connection delivered its first frame: from now on only idle_timeout closes it."""
+        if self._factory.heard(self):
+            idle = self._ctx.limits.idle_timeout
+            self.setTimeout(idle if idle > 0 else None)
+
+    def evict(self) -> None:
+        """Close this connection, which has delivered nothing yet, to make room for a new one."""
+        self._ctx.counters.silent_evicted += 1
+        self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
         """TLS only: drop a client whose certificate matches none of the listener's pins."""
@@ -130,6 +148,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
         if frames and self._speaks_for is not None:
             frames = [frame for frame in frames if self._speaks(frame)]
         if frames:
+            self.spoke()
             hand_over(ctx, frames, itertools.repeat(self._peer))
         oversize, malformed = framer.oversize, framer.malformed
         if oversize != self._oversize_seen or malformed != self._malformed_seen:
@@ -144,7 +163,7 @@ class SyslogStreamProtocol(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: object = None) -> None:
         self.setTimeout(None)
-        self._factory.closed(self._peer)
+        self._factory.closed(self)
 
 
 class SyslogStreamFactory(Factory):
@@ -157,6 +176,10 @@ class SyslogStreamFactory(Factory):
         self.open_connections = 0
         self._per_peer: dict[str, int] = {}
         self._warned: dict[tuple[str, str], float] = {}
+        # Open connections that have delivered no frame yet, oldest first.
+        self._silent: dict[SyslogStreamProtocol, None] = {}
+        # Connections already forgotten (closed to make room): their connectionLost changes no count.
+        self._forgotten: set[SyslogStreamProtocol] = set()
 
     def buildProtocol(self, addr: object) -> SyslogStreamProtocol | None:
         peer = self.admit(addr)
@@ -175,13 +198,16 @@ class SyslogStreamFactory(Factory):
             ctx.refused(host)
             return None  # Twisted closes the connection before reading a byte
         limits = ctx.limits
-        if (
-            (limits.max_connections and self.open_connections >= limits.max_connections)
-            or (limits.max_connections_per_peer
-                and self._per_peer.get(host, 0) >= limits.max_connections_per_peer)
-        ):
-            ctx.counters.connections_over_limit += 1
-            return None
+        if limits.max_connections_per_peer and self._per_peer.get(host, 0) >= limits.max_connections_per_peer:
+            # Full for this peer: a silent connection of its own makes room
+            # (idle sockets cannot hold the slots a sender's reconnect needs).
+            if not self._make_room(lambda proto: proto._peer == host):
+                ctx.counters.connections_over_limit += 1
+                return None
+        if limits.max_connections and self.open_connections >= limits.max_connections:
+            if not self._make_room(lambda proto: True):
+                ctx.counters.connections_over_limit += 1
+                return None
         self.open_connections += 1
         self._per_peer[host] = self._per_peer.get(host, 0) + 1
         return host
@@ -195,8 +221,31 @@ class SyslogStreamFactory(Factory):
         remember(self._warned, key, now, 1024)  # bounded: a flood of peers cannot grow it
         log.warn(text, **fields)
 
-    def closed(self, peer: str) -> None:
-        """Forget one connection of ``peer``."""
+    def silent(self, proto: SyslogStreamProtocol) -> None:
+        """A new connection: silent until its first frame."""
+        self._silent[proto] = None
+
+    def heard(self, proto: SyslogStreamProtocol) -> bool:
+        """``proto`` delivered a frame; True the first time."""
+        return self._silent.pop(proto, False) is None
+
+    def _make_room(self, which: Callable[[SyslogStreamProtocol], bool]) -> bool:
+        """Close the oldest silent connection ``which`` accepts; False when there is none."""
+        victim = next((proto for proto in self._silent if which(proto)), None)
+        if victim is None:
+            return False
+        self.closed(victim)
+        self._forgotten.add(victim)
+        victim.evict()
+        return True
+
+    def closed(self, proto: SyslogStreamProtocol) -> None:
+        """Forget one connection (once, whether it was closed to make room or went away)."""
+        if proto in self._forgotten:
+            self._forgotten.discard(proto)
+            return
+        self._silent.pop(proto, None)
+        peer = proto._peer
         self.open_connections -= 1
         left = self._per_peer.get(peer, 1) - 1
         if left > 0:
