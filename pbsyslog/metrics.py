@@ -74,7 +74,7 @@ class _ServiceCollector:
             for reason, value in (
                 ("untrusted_sender", c.untrusted), ("too_big", c.oversize), ("bad_frame", c.bad_frames),
                 ("rate_limited", c.rate_limited), ("connection_limit", c.connections_over_limit),
-                ("idle_timeout", c.idle_closed),
+                ("idle_timeout", c.idle_closed), ("silent_evicted", c.silent_evicted),
             ):
                 dropped.add_metric([name, reason], value)
         yield frames
