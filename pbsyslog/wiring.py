@@ -178,26 +178,25 @@ def _listen_socketmap(service: PbsyslogService, sm: SocketmapListener) -> Any:
     """Bind one socketmap (UNIX or TCP), answered from the service's live state."""
     factory = SocketmapFactory(service.lookup, frozenset(sm.names) or None, SenderFilter(sm.allow).allows,
                                service.config.max_connections)
-    if sm.path is not None:
-        port = service.reactor.listenUNIX(sm.path, factory, mode=0o666, wantPID=False)
-        log.info("socketmap on unix {path}", path=sm.path)
-        return port
-    port = service.reactor.listenTCP(sm.port, factory, interface=sm.host)
-    bound = port.getHost()
-    log.info("socketmap on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
-    return port
+    return _listen_answering(service, sm, factory, "socketmap")
 
 
 def _listen_policy(service: PbsyslogService, place: PolicyListener) -> Any:
     """Bind one policy service (UNIX or TCP), answered from the service's live state."""
     factory = PolicyFactory(service.authorised, SenderFilter(place.allow).allows, service.config.max_connections)
+    return _listen_answering(service, place, factory, "policy service")
+
+
+def _listen_answering(service: PbsyslogService, place: SocketmapListener | PolicyListener, factory: Any,
+                      what: str) -> Any:
+    """Bind a service Postfix asks (a UNIX socket at ``place.path``, else TCP at host/port) and say where."""
     if place.path is not None:
         port = service.reactor.listenUNIX(place.path, factory, mode=0o666, wantPID=False)
-        log.info("policy service on unix {path}", path=place.path)
+        log.info("{what} on unix {path}", what=what, path=place.path)
         return port
     port = service.reactor.listenTCP(place.port, factory, interface=place.host)
     bound = port.getHost()
-    log.info("policy service on tcp {host}:{port}", host=bracketed(bound.host), port=bound.port)
+    log.info("{what} on tcp {host}:{port}", what=what, host=bracketed(bound.host), port=bound.port)
     return port
 
 

@@ -919,19 +919,7 @@ def smtp_rcpt(
     whatever the answer; EHLO and MAIL must succeed, or the session is not
     the relay check it pretends to be.
     """
-    client = smtplib.SMTP(local_hostname=SMTP_HELO, timeout=timeout, source_address=(source, 0))
-    try:
-        client.connect(LOOPBACK_V4, port)
-        code, text = client.ehlo()
-        assert code == 250, f"EHLO from {source} answered {code} {text!r}"
-        code, text = client.mail(SMTP_SENDER)
-        assert code == 250, f"MAIL FROM from {source} answered {code} {text!r}"
-        code, text = client.rcpt(recipient)
-        client.rset()
-        client.quit()
-    finally:
-        client.close()
-    return code, text.decode("utf-8", "replace")
+    return _smtp_session(port, source, None, recipient, timeout)
 
 
 def smtp_rcpt_as(port: int, client: str, recipient: str = "someone@example.net", timeout: float = 10.0) -> tuple[int, str]:
@@ -941,23 +929,30 @@ def smtp_rcpt_as(port: int, client: str, recipient: str = "someone@example.net",
     ``client`` may be any IPv4 or IPv6 address: no packet ever goes to it.
     Returns RCPT's (code, text); nothing is queued (RSET, QUIT).
     """
-    client_smtp = smtplib.SMTP(local_hostname=SMTP_HELO, timeout=timeout, source_address=(LOOPBACK_V4, 0))
+    return _smtp_session(port, LOOPBACK_V4, client, recipient, timeout)
+
+
+def _smtp_session(port: int, source: str, xclient: str | None, recipient: str, timeout: float) -> tuple[int, str]:
+    """EHLO (XCLIENT ADDR=xclient and EHLO again, if given), MAIL, RCPT, RSET, QUIT; RCPT's reply."""
+    client = smtplib.SMTP(local_hostname=SMTP_HELO, timeout=timeout, source_address=(source, 0))
     try:
-        client_smtp.connect(LOOPBACK_V4, port)
-        code, text = client_smtp.ehlo()
-        assert code == 250 and b"XCLIENT" in text, f"EHLO answered {code} {text!r} (no XCLIENT)"
-        addr = f"IPV6:{client}" if ":" in client else client
-        code, text = client_smtp.docmd("XCLIENT", f"ADDR={addr} NAME=[UNAVAILABLE]")
-        assert code == 220, f"XCLIENT ADDR={addr} answered {code} {text!r}"
-        code, text = client_smtp.ehlo()
-        assert code == 250, f"EHLO after XCLIENT answered {code} {text!r}"
-        code, text = client_smtp.mail(SMTP_SENDER)
-        assert code == 250, f"MAIL FROM as {client} answered {code} {text!r}"
-        code, text = client_smtp.rcpt(recipient)
-        client_smtp.rset()
-        client_smtp.quit()
+        client.connect(LOOPBACK_V4, port)
+        code, text = client.ehlo()
+        assert code == 250, f"EHLO from {source} answered {code} {text!r}"
+        if xclient is not None:
+            assert b"XCLIENT" in text, f"EHLO answered {text!r} (no XCLIENT)"
+            addr = f"IPV6:{xclient}" if ":" in xclient else xclient
+            code, text = client.docmd("XCLIENT", f"ADDR={addr} NAME=[UNAVAILABLE]")
+            assert code == 220, f"XCLIENT ADDR={addr} answered {code} {text!r}"
+            code, text = client.ehlo()
+            assert code == 250, f"EHLO after XCLIENT answered {code} {text!r}"
+        code, text = client.mail(SMTP_SENDER)
+        assert code == 250, f"MAIL FROM from {xclient or source} answered {code} {text!r}"
+        code, text = client.rcpt(recipient)
+        client.rset()
+        client.quit()
     finally:
-        client_smtp.close()
+        client.close()
     return code, text.decode("utf-8", "replace")
 
 

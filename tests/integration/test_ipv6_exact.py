@@ -12,15 +12,12 @@ changed), and SMTP sessions that take the client address from XCLIENT.
 
 from __future__ import annotations
 
-import os
-import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
-from test_outages import PGSQL_CF, database, snippet_restrictions  # noqa: F401 (database is a fixture)
-from test_pgsql_live import PostgreSQL
+from test_outages import database, snippet_restrictions  # noqa: F401 (database is a fixture)
+from test_pgsql_live import PostgreSQL, pgsql_cf
 
 from harness import (
     LOOPBACK_V4,
@@ -61,14 +58,7 @@ def test_neighbours_of_an_ipv6_login_are_refused(
             "main.cf.socketmap.snippet", {"inet:127.0.0.1:9514": f"inet:{LOOPBACK_V4}:{port}"})
     elif output == "pgsql":
         server: PostgreSQL = request.getfixturevalue("database")
-        text = PGSQL_CF.read_text()
-        for key, value in {"hosts": f"inet:{LOOPBACK_V4}:{server.port}", "user": "postgres",
-                           "password": "unused", "dbname": "pbsyslog"}.items():
-            text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
-            assert n == 1, key
-        cf = Path(postfix_config_dir()) / "pgsql-pop-before-smtp.cf"
-        cf.write_text(text)
-        os.utime(cf, (time.time() - 3600, time.time() - 3600))
+        cf = pgsql_cf(server, Path(postfix_config_dir()))
         settings["output"] = [{"kind": "pgsql", "dsn": server.dsn}]
         restrictions = snippet_restrictions("main.cf.snippet", {"hash:/var/lib/pbsyslog/pop-before-smtp": f"pgsql:{cf}"})
     else:

@@ -30,8 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_pgsql_live import POSTFIX_CF as PGSQL_CF
-from test_pgsql_live import SQL, PostgreSQL
+from test_pgsql_live import SQL, PostgreSQL, pgsql_cf
 
 from harness import (
     LOCAL_DOMAIN,
@@ -168,14 +167,8 @@ def database() -> Iterator[PostgreSQL]:
 
 def test_pgsql(pbsyslog_service: PbsyslogFactory, postfix: PostfixFactory, database: PostgreSQL) -> None:
     """pgsql: the rows outlive pbsyslog (expiry is in the query); while the database is down every lookup is a 451."""
-    text = PGSQL_CF.read_text()
-    for key, value in {"hosts": f"inet:{LOOPBACK_V4}:{database.port}", "user": "postgres",
-                       "password": "unused", "dbname": "pbsyslog"}.items():
-        text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
-        assert n == 1, key
-    cf = Path(postfix_config_dir()) / "pgsql-pop-before-smtp.cf"
-    cf.write_text(text)
-    os.utime(cf, (time.time() - 3600, time.time() - 3600))  # a cool file: Postfix waits for a fresh one
+    cf = pgsql_cf(database, Path(postfix_config_dir()))
+    text = cf.read_text()
     # The pgsql recipe is the one in the .cf file's comment: the hash snippet's order with the pgsql: lookup.
     commented = "\n".join(line[2:] for line in text.splitlines()
                           if line.startswith("#   ") or line.startswith("#       "))

@@ -140,13 +140,18 @@ def postfix_map(database: PostgreSQL, tmp_path_factory: pytest.TempPathFactory) 
     if "pgsql" not in check.stdout.split():
         pytest.fail("Postfix has no pgsql: map type: install the Debian package 'postfix-pgsql'\n"
                     f"postconf -m: {check.stdout}{check.stderr}", pytrace=False)
+    return pgsql_cf(database, tmp_path_factory.mktemp("postfix"))
+
+
+def pgsql_cf(database: PostgreSQL, directory: Path) -> Path:
+    """The shipped Postfix pgsql: map file in ``directory``, pointed at the test server (connection lines only)."""
     text = POSTFIX_CF.read_text()
     replaced = {"hosts": f"inet:{LOOPBACK_V4}:{database.port}", "user": "postgres",
                 "password": "unused", "dbname": "pbsyslog"}
     for key, value in replaced.items():
         text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
         assert n == 1, f"{POSTFIX_CF} has no single '{key} =' line"
-    path = tmp_path_factory.mktemp("postfix") / "pgsql-pop-before-smtp.cf"
+    path = directory / "pgsql-pop-before-smtp.cf"
     path.write_text(text)
     an_hour_ago = time.time() - 3600  # Postfix waits for a config file younger than 1 s to "cool down"
     os.utime(path, (an_hour_ago, an_hour_ago))
