@@ -165,7 +165,8 @@ class PbsyslogService(Service):
         self.started_at = self.reactor.seconds()
 
     def _restore_state(self) -> None:
-        loaded = self.journal.load(self.reactor.seconds())
+        loaded = self.journal.load(self.reactor.seconds(), grace=self.config.grace,
+                                   max_session=self.config.max_session)
         restore = self.tracker.restore
         patterns = loaded.patterns
         sessions = loaded.sessions
@@ -444,7 +445,7 @@ class PbsyslogService(Service):
         # sessions) scheduled no commit: journal them now.
         self._journal({})
         try:
-            if self._state_dirty or self.journal.lines > 2 * len(self.tracker) + 10_000:
+            if self._state_dirty or self.journal.needs_compaction(len(self.tracker)):
                 self.journal.compact(self.tracker.entries(), self.tracker.all_sessions())
                 if self._state_dirty:
                     self._works("journal", "state journal works again: rewrote {path}", path=self.journal.path)

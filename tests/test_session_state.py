@@ -178,12 +178,43 @@ def test_offline_list_shows_open_sessions_and_add_keeps_them(tmp_path: Path) -> 
     config = Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60})
     listed = {e["ip"]: e["open_sessions"] for e in admin.request(config, {"cmd": "list"})["entries"]}
     assert listed == {"192.0.2.43": 1, "192.0.2.44": 0}
-    admin.request(config, {"cmd": "add", "ip": "192.0.2.43", "grace": 200_000})
+    # Within what a restart restores (grace + max_session for an IP with open sessions).
+    admin.request(config, {"cmd": "add", "ip": "192.0.2.43", "grace": 80_000})
     listed = {e["ip"]: e["open_sessions"] for e in admin.request(config, {"cmd": "list"})["entries"]}
     assert listed["192.0.2.43"] == 1
     service, reactor = restart(tmp_path, _Stopped(), at=time.time())
     assert service.tracker.open_sessions("192.0.2.43") == 1
-    assert service.tracker.deadline("192.0.2.43") > time.time() + 199_000
+    assert service.tracker.deadline("192.0.2.43") > time.time() + 79_000
+    service.stopService()
+
+
+def test_restart_caps_what_a_journal_line_claims(tmp_path: Path) -> None:
+    """A grant the journal holds beyond grace + max_session (a 200,000 s manual add, say) is cut to that at restart."""
+    service, reactor = restart(tmp_path, _Stopped(), at=time.time())
+    service.receive(LOGIN % (b"192.0.2.46", b"Kf"))
+    reactor.advance(0)
+    service.stopService()
+    config = Config.from_mapping({"dbfile": str(tmp_path / "map"), "grace": 60})
+    admin.request(config, {"cmd": "add", "ip": "192.0.2.46", "grace": 200_000})
+    service, reactor = restart(tmp_path, _Stopped(), at=time.time())
+    assert time.time() + 80_000 < service.tracker.deadline("192.0.2.46") <= time.time() + 60 + 86_400 + 1
+    service.stopService()
+
+
+def test_tick_compacts_a_journal_grown_by_one_ip_with_many_sessions(tmp_path: Path) -> None:
+    """An IP with 20,000 open sessions rewritten on each change: the tick compacts by size, the file stays a few MB."""
+    import os
+    service, reactor = start(tmp_path)
+    for i in range(20_000):
+        service.receive(LOGIN % (b"192.0.2.45", b"K%06d" % i))
+    reactor.advance(0)
+    reactor.advance(5)
+    biggest = 0
+    for i in range(60):
+        service.receive(LOGIN % (b"192.0.2.45", b"L%06d" % i))
+        reactor.advance(1)
+        biggest = max(biggest, os.path.getsize(tmp_path / "map.state"))
+    assert biggest < 8_000_000, biggest
     service.stopService()
 
 
@@ -214,3 +245,63 @@ def test_open_sessions_at_a_time_leaves_out_those_past_max_session() -> None:
     assert t.open_sessions(IP, 159) == 2
     assert t.open_sessions(IP, 160) == 1  # the first began 60 s ago: over
     assert t.open_sessions(IP) == 2  # still held until a logout or expiry cleans it up
+
+
+# ------------------------------------------------- state it will not trust --
+
+FAR = 9_000_000_000.0  # a deadline in the year 2255
+
+
+def test_restart_restores_no_network_keys_from_the_journal(tmp_path: Path) -> None:
+    """Seeded lines '+ 192.168 ...' and '+ 10 ...' (parent networks to Postfix) are skipped; a real address is restored."""
+    (tmp_path / "map.state").write_bytes(
+        b"+ 192.168 500.0 dovecot-login\n+ 10 500.0 dovecot-login\n"
+        b'+ 172.16 500.0 dovecot-login 500.0 [[["s",1],[100.0]]]\n'
+        b"+ 192.0.2.50 500.0 dovecot-login\n"
+    )
+    service, reactor = restart(tmp_path, _Stopped(), at=100)
+    assert map_keys(tmp_path) == {"192.0.2.50"}
+    assert service.tracker.ips() == {"192.0.2.50"}
+    service.stopService()
+
+
+def test_restart_caps_a_far_deadline(tmp_path: Path) -> None:
+    """A journalled deadline centuries ahead comes back capped (at most a week ahead even before the service passes its grace)."""
+    from pbsyslog.journal import UNCONFIGURED_GRACE
+
+    (tmp_path / "map.state").write_bytes(f"+ 192.0.2.51 {FAR!r} manual\n".encode())
+    service, reactor = restart(tmp_path, _Stopped(), at=100)
+    deadline = service.tracker.deadline("192.0.2.51")
+    assert deadline is not None and 100 < deadline <= 100 + UNCONFIGURED_GRACE
+    service.stopService()
+
+
+def test_service_refuses_to_start_on_a_journal_owned_by_another_user(tmp_path: Path) -> None:
+    """A journal another uid owns stops the start-up with UntrustedFile naming it; no map is made from it."""
+    import os
+    import re
+
+    import pytest
+
+    from pbsyslog.journal import UntrustedFile
+
+    (tmp_path / "map.state").write_bytes(b"+ 10 500.0 dovecot-login\n")
+    os.chown(tmp_path / "map.state", 65534, -1)
+    with pytest.raises(UntrustedFile, match=re.escape(str(tmp_path / "map.state"))):
+        restart(tmp_path, _Stopped(), at=100)
+    assert not (tmp_path / "map.db").exists()
+
+
+def test_service_refuses_to_start_on_a_map_owned_by_another_user(tmp_path: Path) -> None:
+    """A map pre-created by another uid stops the start-up with UntrustedFile naming it."""
+    import os
+    import re
+
+    import pytest
+
+    from pbsyslog.journal import UntrustedFile
+
+    (tmp_path / "map.db").write_bytes(b"")
+    os.chown(tmp_path / "map.db", 65534, -1)
+    with pytest.raises(UntrustedFile, match=re.escape(str(tmp_path / "map.db"))):
+        restart(tmp_path, _Stopped(), at=100)

@@ -37,7 +37,7 @@ from typing import Any
 from pbsyslog.addresses import address_order
 from pbsyslog.cli import CommandError, read_config
 from pbsyslog.config import Config, ConfigError
-from pbsyslog.journal import SideFiles, StateJournal
+from pbsyslog.journal import SideFiles, StateJournal, UntrustedFile
 
 
 class AdminError(RuntimeError):
@@ -143,7 +143,10 @@ def _offline(config: Config, message: dict[str, Any]) -> dict[str, Any]:
             ) from None
         now = time.time()
         journal = StateJournal(files.journal)
-        loaded = journal.load(now)
+        try:
+            loaded = journal.load(now, grace=config.grace, max_session=config.max_session)
+        except UntrustedFile as e:
+            raise AdminError(str(e)) from None
         if cmd == "list":
             return {"ok": True, "entries": [
                 {"ip": ip, "pattern": loaded.patterns.get(ip, ""), "seconds_left": round(d - now, 1),
@@ -207,6 +210,8 @@ def _apply(config: Config, add: list[str] = (), remove: list[str] = ()) -> None:
                 writer.apply(add=add, remove=remove)
             finally:
                 writer.close()
+        except UntrustedFile as e:
+            raise AdminError(str(e)) from None
         except DBError as e:
             raise AdminError(
                 f"cannot write the {spec.kind} map {spec.path}: {e}; the state journal has the change, "

@@ -38,7 +38,20 @@ The flavours (bytes as stored, for 192.0.2.7 and 2001:db8::7):
     ``b"2001:db8::7\\0"`` (``$sender_host_address`` of a real connection:
     inet_ntop) and ``b"2001.0db8.0000.0000.0000.0000.0000.0007\\0"`` (the key a
     ``net-dbm;`` host list looks up: full, dotted).  Exim reads the file as
-    its own user: the file is created mode 0644.
+    its own user: this flavour's file is created mode 0644.
+
+Who may read and write the file: a new file is created mode 0640 (0644 for
+``exim-dbm``) whatever the umask: it names every authorised client, and
+Postfix and Sendmail open their maps as root (one whose MTA reads it as
+another user: ``chgrp`` it to that user's group).  The writer creates it
+itself (``O_CREAT|O_EXCL|O_NOFOLLOW``; Berkeley DB then takes the empty file
+for a new one and fills it in place), so a symlink planted at its name is
+never followed to create a file.
+An existing file is used only if this process could not have been tricked
+into it: a regular file, not a symlink, owned by the effective uid, not
+writable by group or others (``journal.check_owned``); after the open, the
+descriptor must still be the file at the name.  An existing file's mode is
+left as it is.
 
 How the readers notice changes: Postfix (``util/dict_db.c``) and Sendmail
 (``db_map_lookup``) take a shared ``flock`` on the DB's own descriptor for
@@ -62,8 +75,15 @@ lookup a consistent view and the mtime rule makes every smtpd reopen.
 The file is created when the writer opens and is never deleted: an smtpd
 that starts while the file is missing answers 451 until it exits.
 
+What it must not do: adopt a map file another user made or may write (that
+user would keep write access to the relay list), or follow a symlink at
+the map's name.
+
 How it fails: OSError / the binding's DBError propagate to the caller, which
-logs them and heals the map from the tracker's state on the next tick.
+logs them and heals the map from the tracker's state on the next tick.  A
+file that fails the ownership rule raises ``journal.UntrustedFile`` (an
+OSError, never a DBError, so it is not taken for a corrupt map and moved
+aside): at start-up the service refuses to start with its message.
 ``open_output`` raises ValueError for an unknown kind.
 """
 
@@ -77,6 +97,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from pbsyslog.addresses import unmapped
+from pbsyslog.journal import UntrustedFile, check_owned
 
 try:  # the maintained successor first; same API.
     from berkeleydb import db  # type: ignore[import-not-found]
@@ -163,6 +184,8 @@ class Flavour:
     # The MTA also takes a key as a parent network of other clients (Postfix's
     # access maps, Sendmail's access map): see addresses.stands_for_others.
     parent_match: bool = True
+    # A new file's mode, whatever the umask: readable by the MTA that opens it.
+    mode: int = 0o640
 
 
 FLAVOURS: dict[str, Flavour] = {
@@ -181,8 +204,9 @@ FLAVOURS: dict[str, Flavour] = {
             key_to_ip=lambda k: k.removeprefix("ipv6:"),
         ),
         # Exim looks $sender_host_address up as it is: exact.
+        # Exim opens the file as its own user, not root: world-readable.
         Flavour("exim-dbm", "", db.DB_HASH, True, "OK", forms=_exim_forms, key_to_ip=_exim_key_to_ip,
-                parent_match=False),
+                parent_match=False, mode=0o644),
     )
 }
 
@@ -222,7 +246,13 @@ class MapWriter:
         # cache fills only as pages are touched (a small map stays small in
         # memory); postmap itself uses 16 MiB (berkeley_db_create_buffer_size).
         self._db.set_cachesize(0, _CACHE_BYTES, 1)
-        self._db.open(self.filename, dbtype=flavour.dbtype, flags=db.DB_CREATE, mode=0o644)
+        _create_or_check(self.filename, flavour.mode)
+        self._db.open(self.filename, dbtype=flavour.dbtype, flags=db.DB_CREATE, mode=flavour.mode)
+        try:
+            _still_the_file(self.filename, os.fstat(self._db.fd()))
+        except BaseException:
+            self.abandon()
+            raise
         # The mtime a reader may already have seen; the first commit must move past it.
         self._last_mtime: int | None = int(os.fstat(self._db.fd()).st_mtime)
 
@@ -340,6 +370,30 @@ class MapWriter:
             seconds = self._last_mtime + 1
             os.utime(fd, (st.st_atime, seconds))
         self._last_mtime = seconds
+
+
+def _create_or_check(filename: str, mode: int) -> None:
+    """Create ``filename`` empty with ``mode`` (never through a symlink), or check that the existing one is ours."""
+    try:
+        fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except FileExistsError:
+        check_owned(filename, os.lstat(filename))
+        return
+    try:
+        os.fchmod(fd, mode)  # os.open's mode was masked by the umask
+    finally:
+        os.close(fd)
+
+
+def _still_the_file(filename: str, opened: os.stat_result) -> None:
+    """Raise UntrustedFile unless ``opened`` (the descriptor Berkeley DB opened) is the file at ``filename``, ours."""
+    try:
+        named: os.stat_result | None = os.lstat(filename)
+    except FileNotFoundError:
+        named = None
+    if named is None or (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
+        raise UntrustedFile(filename, "it was replaced while it was being opened")
+    check_owned(filename, opened)
 
 
 def open_output(kind: str, path: str, value: str | None = None) -> MapWriter:

@@ -141,8 +141,15 @@ def test_command_line_listener_replaces_config_listeners(pbsyslog_service: Pbsys
 
 
 def test_large_datagram_is_not_truncated(service: PbsyslogService) -> None:
-    """A 65,000-byte datagram arrives whole: its end-anchored login line still matches."""
+    """A 65,000-byte datagram arrives whole: its end-anchored login line still matches (and, that long, authorises nothing)."""
+    from pbsyslog.cli.admin import request
+    from pbsyslog.config import Config
+
     line = dovecot_login("192.0.2.14").replace("user=<alice>", "user=<" + "a" * 64_000 + ">")
     assert 64_000 < len(line) <= 65_507
     service.send_udp(line)
-    assert lookup_is(service, "192.0.2.14", (0, "OK\n"), MAP_DEADLINE), service.describe()
+    config = Config.from_mapping({"dbfile": str(service.dbfile)})
+    # A cut datagram would match no pattern; the whole one is a login, refused as longer than any daemon writes.
+    assert wait_for(lambda: request(config, {"cmd": "status"})["ignored"].get("too long") == 1, MAP_DEADLINE), \
+        service.describe()
+    assert postmap_q("192.0.2.14", service.dbfile) == (1, "")
