@@ -35,8 +35,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The unit tests on every CPU (pytest-xdist): they share no port or file.
 check: lint
-	$(BIN)/python -m pytest -q -m "not integration" -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -m "not integration" -p no:cacheprovider -n auto tests
 
 # Install Debian packages only when one is missing (apt lists start empty).
 define apt_ensure
