@@ -63,6 +63,8 @@ OUTAGES: dict[tuple[str, str], tuple[int, int, int]] = {
     ("socketmap", "pbsyslog running"): (250, 250, 554),
     ("socketmap", "pbsyslog stopped"): (250, 451, 451),
     ("socketmap without permit_auth_destination", "pbsyslog stopped"): (451, 451, 451),
+    ("policy", "pbsyslog running"): (250, 250, 554),
+    ("policy", "pbsyslog stopped"): (250, 554, 554),
     ("pgsql", "pbsyslog running"): (250, 250, 554),
     ("pgsql", "pbsyslog stopped"): (250, 250, 554),
     ("pgsql", "database stopped"): (250, 451, 451),
@@ -148,6 +150,19 @@ def test_socketmap(pbsyslog_service: PbsyslogFactory, postfix: PostfixFactory, r
         check(recipe, "pbsyslog running", probe(mta), mta)
     service.stop()
     check(recipe, "pbsyslog stopped", probe(mta), mta)
+
+
+def test_policy_service(pbsyslog_service: PbsyslogFactory, postfix: PostfixFactory) -> None:
+    """policy service: while pbsyslog is down, default_action=DUNNO refuses relaying and nothing else."""
+    port = free_port(socket.SOCK_STREAM)
+    service = pbsyslog_service({"grace": 600, "policy": [{"host": LOOPBACK_V4, "port": port}]})
+    restrictions = snippet_restrictions(
+        "main.cf.policy.snippet", {"inet:127.0.0.1:9515": f"inet:{LOOPBACK_V4}:{port}"})
+    mta = postfix(None, relay_restrictions=restrictions)
+    logged_in(service, lambda: smtp_rcpt(mta.port, LOGGED_IN, FOREIGN)[0] == 250)
+    check("policy", "pbsyslog running", probe(mta), mta)
+    service.stop()
+    check("policy", "pbsyslog stopped", probe(mta), mta)
 
 
 @pytest.fixture(scope="module")
