@@ -1,9 +1,9 @@
 """Test selection: what `make check` runs and what only `make test` runs.
 
 Every test under tests/integration/ is marked ``integration`` (it starts real
-daemons, and most of them need root); so is a unit-level module that calls a
-real system program.  `make check` runs ``-m "not integration"``: no root, no
-apt, no daemons.
+daemons, and most of them need root); so is a test elsewhere that calls a
+real system program or needs root (``@pytest.mark.integration`` on it).
+`make check` runs ``-m "not integration"``: no root, no apt, no daemons.
 """
 
 from __future__ import annotations

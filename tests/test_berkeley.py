@@ -117,6 +117,7 @@ def test_an_existing_map_of_ours_keeps_its_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(tmp_path / "map.db").st_mode) == 0o644
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_a_map_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     """A map pre-created by another uid (who could keep writing keys into it) is refused, naming the file and owner."""
     m = open_output("postfix-hash", str(tmp_path / "map"))
@@ -148,6 +149,7 @@ def test_a_symlinked_map_is_refused_and_its_target_left_alone(tmp_path: Path) ->
     assert not (tmp_path / "created-through-the-link").exists()
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_an_untrusted_map_is_not_moved_aside_as_corrupt(tmp_path: Path) -> None:
     """UntrustedFile is not a DBError: Outputs does not rename the file and make its own, it raises."""
     from pbsyslog.config import OutputSpec

@@ -222,6 +222,7 @@ def test_without_the_settings_load_caps_at_a_week(tmp_path: Path) -> None:
 OTHER_UID = 65534  # nobody
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_load_refuses_a_journal_owned_by_another_user(tmp_path: Path) -> None:
     """A journal another uid owns (it could write any line) is refused with the path and the owner, not read."""
     path = tmp_path / "s"
@@ -252,6 +253,7 @@ def test_load_refuses_a_symlinked_journal(tmp_path: Path) -> None:
         StateJournal(str(tmp_path / "s")).load(now=0)
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_append_refuses_a_symlink_and_leaves_its_target_alone(tmp_path: Path) -> None:
     """A symlink planted at the journal's name is not appended through, nor is a journal owned by someone else."""
     victim = tmp_path / "victim"
@@ -292,6 +294,7 @@ def test_compact_does_not_follow_a_symlink_planted_at_the_temporary_name(tmp_pat
     assert not (tmp_path / "s.tmp").exists() and not (tmp_path / "s.tmp").is_symlink()
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_compact_does_not_reuse_a_leftover_temporary_file(tmp_path: Path) -> None:
     """A file left (or planted) at <journal>.tmp, another user's and world-writable, is replaced by a new one of ours."""
     tmp = tmp_path / "s.tmp"

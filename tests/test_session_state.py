@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from test_service import map_keys, restart, start
 
 from pbsyslog.cli import admin
@@ -278,6 +279,7 @@ def test_restart_caps_a_far_deadline(tmp_path: Path) -> None:
     service.stopService()
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_service_refuses_to_start_on_a_journal_owned_by_another_user(tmp_path: Path) -> None:
     """A journal another uid owns stops the start-up with UntrustedFile naming it; no map is made from it."""
     import os
@@ -294,6 +296,7 @@ def test_service_refuses_to_start_on_a_journal_owned_by_another_user(tmp_path: P
     assert not (tmp_path / "map.db").exists()
 
 
+@pytest.mark.integration  # needs root: gives a file to another uid (os.chown)
 def test_service_refuses_to_start_on_a_map_owned_by_another_user(tmp_path: Path) -> None:
     """A map pre-created by another uid stops the start-up with UntrustedFile naming it."""
     import os
