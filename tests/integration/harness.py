@@ -347,6 +347,24 @@ class PbsyslogService(Daemon):
         ]
 
 
+def control_request(dbfile: Path | str, request: dict[str, object]) -> dict[str, object]:
+    """One request on a running service's control socket (``<dbfile>.ctl``); the decoded reply.
+
+    Never the offline path ``pbsyslog list`` falls back to: the socket must answer.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(f"{dbfile}.ctl")
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "the service closed the control connection"
+            reply += chunk
+    answer: dict[str, object] = json.loads(reply)
+    return answer
+
+
 def fail_on_tracebacks(services: Sequence[PbsyslogService]) -> None:
     """Fail if any of the (stopped) services logged a traceback: bad input must be dropped, not raised."""
     broken = [service for service in services if service.tracebacks()]

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import PbsyslogFactory, PbsyslogService, dovecot_login, postmap_q, wait_for
+from harness import PbsyslogFactory, PbsyslogService, control_request, dovecot_login, postmap_q, wait_for
 
 GRACE = 2.0
-
-
-def ask(control: Path, request: dict[str, object]) -> dict[str, object]:
-    """One request on the control socket, as `pbsyslog list/status` sends it; the decoded reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(control))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "the service closed the control connection"
-            reply += chunk
-    answer: dict[str, object] = json.loads(reply)
-    return answer
 
 
 def sigkill(service: PbsyslogService) -> None:
@@ -61,7 +44,7 @@ def test_restart_after_sigkill_whatever_holds_the_old_pid(pbsyslog_service: Pbsy
         time.sleep(GRACE)  # the grant runs out while the service is down
         second = pbsyslog_service({"grace": GRACE, "expire_interval": 0.5, "dbfile": str(first.dbfile)})
         assert second.proc.poll() is None, second.describe()
-        status = ask(Path(str(first.dbfile) + ".ctl"), {"cmd": "status"})
+        status = control_request(first.dbfile, {"cmd": "status"})
         assert status["ok"] is True and status["authorised"] == 0, status
         assert wait_for(lambda: postmap_q("192.0.2.90", first.dbfile) == (1, ""), 2), second.describe()
         assert not lock.exists() and not lock.is_symlink(), "the stale PID lock was left in place"

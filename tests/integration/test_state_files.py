@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import stat
@@ -30,6 +29,7 @@ from harness import (
     LOOPBACK_V4,
     PbsyslogFactory,
     PostfixFactory,
+    control_request,
     dovecot_login,
     free_port,
     postmap_q,
@@ -42,21 +42,6 @@ from pbsyslog.journal import UNCONFIGURED_GRACE
 
 RELAYED, DENIED = 250, 554
 OTHER_UID = 65534  # nobody
-
-
-def ask(control: Path, request: dict[str, object]) -> dict[str, object]:
-    """One request on the control socket; the decoded reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(control))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            assert chunk, "the service closed the control connection"
-            reply += chunk
-    answer: dict[str, object] = json.loads(reply)
-    return answer
 
 
 def test_seeded_network_keys_never_reach_postfix(
@@ -82,7 +67,7 @@ def test_seeded_network_keys_never_reach_postfix(
     assert "skipped 3 unreadable lines" in service.output(), service.describe()
     # The deadline centuries ahead came back capped (at most the configured
     # grace once the service passes it to the loader; a week before).
-    entries = ask(Path(str(dbfile) + ".ctl"), {"cmd": "list"})["entries"]
+    entries = control_request(dbfile, {"cmd": "list"})["entries"]
     left = {e["ip"]: e["seconds_left"] for e in entries}  # type: ignore[attr-defined]
     assert 0 < left["192.0.2.61"] <= UNCONFIGURED_GRACE, left
 
